@@ -1,0 +1,358 @@
+//! The state every handle of one pool shares, and the few operations that
+//! change it. One mutex owns the occupancy (idle list, slot count, waiter
+//! queue); it is never held across an await.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::sync::{Notify, oneshot};
+
+use super::config::{Hooks, PoolConfig};
+use super::manager::{Interrupt, Manager};
+use super::status::{Counters, PoolStatus};
+use crate::error::{Error, ErrorKind, Result};
+
+/// A raw connection with the bookkeeping the pool keeps about it.
+pub(crate) struct Conn<C> {
+    pub raw: C,
+    pub id: u64,
+    pub created: Instant,
+    /// Connections from before the last `dispose()` are closed on return.
+    pub generation: u64,
+}
+
+struct Idle<C> {
+    conn: Conn<C>,
+    since: Instant,
+}
+
+/// What a releaser hands to the oldest waiter: a connection, or the right to
+/// open one (a freed slot).
+pub(crate) enum Grant<C> {
+    Conn(Conn<C>),
+    Slot,
+}
+
+pub(crate) type GrantResult<C> = Result<Grant<C>>;
+
+struct Waiter<C> {
+    id: u64,
+    tx: oneshot::Sender<GrantResult<C>>,
+}
+
+/// The outcome of trying to take a connection without waiting.
+pub(crate) enum Take<C> {
+    Idle(Conn<C>),
+    /// A slot was reserved: the caller opens the connection.
+    Slot,
+    /// Queued; the grant arrives on `rx`.
+    Wait {
+        id: u64,
+        rx: oneshot::Receiver<GrantResult<C>>,
+    },
+}
+
+struct State<C> {
+    idle: VecDeque<Idle<C>>,
+    /// Connections that exist or are being opened (slots taken).
+    size: usize,
+    waiters: VecDeque<Waiter<C>>,
+    next_waiter: u64,
+    closed: bool,
+    generation: u64,
+    /// Interrupt handles of every open connection, by connection id.
+    interrupts: HashMap<u64, Arc<dyn Interrupt>>,
+}
+
+pub(crate) struct Shared<M: Manager> {
+    pub manager: M,
+    pub config: PoolConfig,
+    pub hooks: Hooks<M::Connection>,
+    pub counters: Counters,
+    /// Wakes the maintenance task (a slot fell below `min_size`, or close).
+    pub maintenance: Arc<Notify>,
+    state: Mutex<State<M::Connection>>,
+    next_conn_id: AtomicU64,
+    /// Signalled when the last connection of a closed pool is gone.
+    drained: Notify,
+}
+
+impl<M: Manager> Shared<M> {
+    pub fn new(manager: M, config: PoolConfig, hooks: Hooks<M::Connection>) -> Self {
+        Shared {
+            manager,
+            config,
+            hooks,
+            counters: Counters::default(),
+            maintenance: Arc::new(Notify::new()),
+            state: Mutex::new(State {
+                idle: VecDeque::new(),
+                size: 0,
+                waiters: VecDeque::new(),
+                next_waiter: 0,
+                closed: false,
+                generation: 0,
+                interrupts: HashMap::new(),
+            }),
+            next_conn_id: AtomicU64::new(1),
+            drained: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<M::Connection>> {
+        // No code path panics while holding the lock, but a poisoned lock must
+        // not take the whole pool down with it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes an idle connection or a free slot, or joins the queue.
+    /// Waiters are served in arrival order, so nobody overtakes a queue.
+    pub fn take(&self) -> Result<Take<M::Connection>> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(Error::pool_closed());
+        }
+        if st.waiters.is_empty() {
+            let idle = if self.config.pool_use_lifo {
+                st.idle.pop_back()
+            } else {
+                st.idle.pop_front()
+            };
+            if let Some(idle) = idle {
+                return Ok(Take::Idle(idle.conn));
+            }
+            if st.size < self.config.capacity() {
+                st.size += 1;
+                return Ok(Take::Slot);
+            }
+        }
+        if let Some(max) = self.config.max_waiting {
+            if st.waiters.len() >= max {
+                drop(st);
+                Counters::bump(&self.counters.rejected);
+                return Err(Error::new(
+                    ErrorKind::PoolOverloaded,
+                    format!("{max} requests are already waiting for a connection"),
+                ));
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = st.next_waiter;
+        st.next_waiter += 1;
+        st.waiters.push_back(Waiter { id, tx });
+        Ok(Take::Wait { id, rx })
+    }
+
+    /// Removes a waiter that gave up. Returns false if it was already served
+    /// (its grant is then in its channel, for the caller to hand back).
+    pub fn cancel_wait(&self, id: u64) -> bool {
+        let mut st = self.lock();
+        match st.waiters.iter().position(|w| w.id == id) {
+            Some(pos) => {
+                st.waiters.remove(pos);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Gives `grant` to the oldest live waiter; returns it if there is none.
+    fn hand_over(st: &mut State<M::Connection>, mut grant: Grant<M::Connection>) -> Option<Grant<M::Connection>> {
+        while let Some(waiter) = st.waiters.pop_front() {
+            match waiter.tx.send(Ok(grant)) {
+                Ok(()) => return None,
+                Err(Ok(back)) => grant = back,
+                Err(Err(_)) => unreachable!("only grants are sent here"),
+            }
+        }
+        Some(grant)
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Relaxed)
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    pub fn register_interrupt(&self, id: u64, handle: Arc<dyn Interrupt>) {
+        self.lock().interrupts.insert(id, handle);
+    }
+
+    /// Returns a clean connection: to the oldest waiter, to the idle list, or
+    /// closed when it is surplus (overflow, disposed, or the pool is closed).
+    pub fn checkin(self: &Arc<Self>, conn: Conn<M::Connection>) {
+        let mut st = self.lock();
+        if !st.closed && conn.generation == st.generation {
+            let Some(Grant::Conn(conn)) = Self::hand_over(&mut st, Grant::Conn(conn)) else {
+                return;
+            };
+            if st.idle.len() < self.config.pool_size {
+                st.idle.push_back(Idle {
+                    conn,
+                    since: Instant::now(),
+                });
+                return;
+            }
+            drop(st);
+            self.discard(conn);
+            return;
+        }
+        drop(st);
+        self.discard(conn);
+    }
+
+    /// Closes a connection and frees its slot.
+    pub fn discard(self: &Arc<Self>, conn: Conn<M::Connection>) {
+        self.retire(conn);
+        self.release_slot();
+    }
+
+    /// Closes a connection but keeps its slot for the caller to reuse.
+    pub fn retire(self: &Arc<Self>, conn: Conn<M::Connection>) {
+        self.lock().interrupts.remove(&conn.id);
+        Counters::bump(&self.counters.closed);
+        self.close_raw(conn.raw);
+    }
+
+    fn close_raw(self: &Arc<Self>, raw: M::Connection) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                let shared = Arc::clone(self);
+                handle.spawn(async move { shared.manager.close(raw).await });
+            }
+            // Outside a runtime (a guard dropped after shutdown): the
+            // connection's own Drop is all the closing there can be.
+            Err(_) => drop(raw),
+        }
+    }
+
+    /// Frees a slot: the oldest waiter gets the right to open a connection.
+    pub fn release_slot(&self) {
+        let mut st = self.lock();
+        if !st.closed && Self::hand_over(&mut st, Grant::Slot).is_none() {
+            return;
+        }
+        st.size -= 1;
+        let drained = st.closed && st.size == 0;
+        let below_min = st.size < self.config.min_size;
+        drop(st);
+        if drained {
+            self.drained.notify_waiters();
+        }
+        if below_min {
+            self.maintenance.notify_one();
+        }
+    }
+
+    /// Hands a grant back that its waiter no longer wants.
+    pub fn return_grant(self: &Arc<Self>, grant: Grant<M::Connection>) {
+        match grant {
+            Grant::Conn(conn) => self.checkin(conn),
+            Grant::Slot => self.release_slot(),
+        }
+    }
+
+    pub fn status(&self) -> PoolStatus {
+        let st = self.lock();
+        PoolStatus {
+            size: st.size,
+            idle: st.idle.len(),
+            in_use: st.size - st.idle.len(),
+            waiting: st.waiters.len(),
+            max: self.config.capacity(),
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Closes idle connections now and marks the checked-out ones to be
+    /// closed when they come back.
+    pub fn dispose(self: &Arc<Self>) {
+        let idle: Vec<_> = {
+            let mut st = self.lock();
+            st.generation += 1;
+            st.idle.drain(..).collect()
+        };
+        for idle in idle {
+            self.discard(idle.conn);
+        }
+        self.maintenance.notify_one();
+    }
+
+    /// Marks the pool closed, fails every waiter, and returns the idle
+    /// connections (slots still counted) and every interrupt handle.
+    pub fn begin_close(&self) -> (Vec<Conn<M::Connection>>, Vec<Arc<dyn Interrupt>>) {
+        let mut st = self.lock();
+        st.closed = true;
+        for waiter in st.waiters.drain(..) {
+            let _ = waiter.tx.send(Err(Error::pool_closed()));
+        }
+        let idle = st.idle.drain(..).map(|i| i.conn).collect();
+        let interrupts = st.interrupts.values().cloned().collect();
+        (idle, interrupts)
+    }
+
+    /// Waits until every connection of a closed pool has been closed.
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().size == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Idle connections past `idle_timeout` (above `min_size`) or past
+    /// `pool_recycle`, removed from the idle list; their slots stay counted.
+    pub fn take_expired(&self, now: Instant) -> Vec<Conn<M::Connection>> {
+        let cfg = &self.config;
+        let mut st = self.lock();
+        let mut keep = VecDeque::with_capacity(st.idle.len());
+        let mut expired = Vec::new();
+        let mut size = st.size;
+        for idle in st.idle.drain(..) {
+            let too_old = cfg
+                .pool_recycle
+                .is_some_and(|r| now.duration_since(idle.conn.created) >= r);
+            let idle_too_long = cfg
+                .idle_timeout
+                .is_some_and(|t| now.duration_since(idle.since) >= t)
+                && size > cfg.min_size;
+            if too_old || idle_too_long {
+                size -= 1;
+                expired.push(idle.conn);
+            } else {
+                keep.push_back(idle);
+            }
+        }
+        st.idle = keep;
+        expired
+    }
+
+    /// Reserves a slot for the maintenance task if the pool is below
+    /// `min_size` and nobody is queued (queued acquirers come first).
+    pub fn reserve_for_min_size(&self) -> bool {
+        let mut st = self.lock();
+        if st.closed || st.size >= self.config.min_size || !st.waiters.is_empty() {
+            return false;
+        }
+        st.size += 1;
+        true
+    }
+}
+
+impl<M: Manager> Drop for Shared<M> {
+    fn drop(&mut self) {
+        // Let the maintenance task see that the pool is gone.
+        self.maintenance.notify_one();
+    }
+}
