@@ -4,7 +4,7 @@
 
 use std::panic::Location;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use tokio::sync::oneshot;
 use tokio::time::timeout_at;
@@ -15,11 +15,11 @@ use super::shared::{Conn, Grant, GrantResult, Shared, Take};
 use super::status::Counters;
 use crate::error::{Error, ErrorKind, Result};
 
-type Deadline = Option<tokio::time::Instant>;
+type Deadline = Option<Instant>;
 
 impl<M: Manager> Shared<M> {
     pub(crate) async fn acquire(self: &Arc<Self>, caller: &'static Location<'static>) -> Result<Pooled<M>> {
-        let deadline = self.config.pool_timeout.map(|t| tokio::time::Instant::now() + t);
+        let deadline = self.config.pool_timeout.map(|t| Instant::now() + t);
         let grant = match self.take()? {
             Take::Idle(conn) => Grant::Conn(conn),
             Take::Slot => Grant::Slot,

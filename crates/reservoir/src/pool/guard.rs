@@ -4,7 +4,7 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::panic::Location;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use super::manager::Manager;
 use super::shared::{Conn, Shared};
@@ -55,8 +55,10 @@ impl<M: Manager> Pooled<M> {
     }
 
     /// When the raw connection was opened.
-    pub fn created_at(&self) -> Instant {
-        self.conn.as_ref().map_or_else(Instant::now, |c| c.created)
+    pub fn created_at(&self) -> std::time::Instant {
+        self.conn
+            .as_ref()
+            .map_or_else(std::time::Instant::now, |c| c.created.into_std())
     }
 
     /// Closes the raw connection instead of returning it to the pool.

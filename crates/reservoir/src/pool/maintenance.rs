@@ -3,7 +3,9 @@
 //! `pool_recycle`. It holds the pool weakly and ends when the pool does.
 
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::manager::Manager;
 use super::shared::Shared;
@@ -26,21 +28,21 @@ pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
     tokio::spawn(async move {
         let mut backoff = FIRST_BACKOFF;
         loop {
-            let pause = match run_once(&weak).await {
+            match run_once(&weak).await {
                 None => return,
                 Some(Ok(())) => {
                     backoff = FIRST_BACKOFF;
-                    period
+                    tokio::select! {
+                        _ = tokio::time::sleep(period) => {}
+                        _ = wake.notified() => {}
+                    }
                 }
+                // The failed connect freed its slot, which notified `wake`:
+                // listening to it now would spin instead of backing off.
                 Some(Err(())) => {
-                    let pause = backoff;
+                    tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
-                    pause
                 }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = wake.notified() => {}
             }
         }
     });
@@ -68,7 +70,7 @@ async fn run_once<M: Manager>(weak: &Weak<Shared<M>>) -> Option<Result<(), ()>> 
         shared.discard(conn);
     }
     while shared.reserve_for_min_size() {
-        let deadline = Some(tokio::time::Instant::now() + CONNECT_LIMIT);
+        let deadline = Some(Instant::now() + CONNECT_LIMIT);
         match shared.open(deadline).await {
             Ok(pooled) => shared.checkin(pooled.into_conn()),
             Err(error) => {

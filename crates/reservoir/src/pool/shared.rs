@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use tokio::time::Instant;
 
 use tokio::sync::{Notify, oneshot};
 
@@ -293,7 +293,10 @@ impl<M: Manager> Shared<M> {
         for waiter in st.waiters.drain(..) {
             let _ = waiter.tx.send(Err(Error::pool_closed()));
         }
-        let idle = st.idle.drain(..).map(|i| i.conn).collect();
+        let idle: Vec<_> = st.idle.drain(..).map(|i| i.conn).collect();
+        for conn in &idle {
+            st.interrupts.remove(&conn.id);
+        }
         let interrupts = st.interrupts.values().cloned().collect();
         (idle, interrupts)
     }
