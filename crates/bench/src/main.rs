@@ -1,1 +1,23 @@
-fn main() {}
+//! Reservoir's comparison harness: timed runs against the peers, in one
+//! process, on a 2-worker tokio runtime. Not a test; run it in release mode:
+//!
+//! ```text
+//! cargo run --release -p reservoir-bench -- pool
+//! ```
+
+mod harness;
+mod pool;
+
+fn main() {
+    let which: Vec<String> = std::env::args().skip(1).collect();
+    let all = which.is_empty();
+    let wants = |name: &str| all || which.iter().any(|w| w == name);
+    println!(
+        "machine: {} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        harness::cpu_model()
+    );
+    if wants("pool") {
+        pool::run();
+    }
+}

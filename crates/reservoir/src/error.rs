@@ -127,10 +127,6 @@ impl Error {
     pub(crate) fn config(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Config, message)
     }
-
-    pub(crate) fn usage(message: impl Into<String>) -> Self {
-        Error::new(ErrorKind::Usage, message)
-    }
 }
 
 fn kind_name(kind: &ErrorKind) -> &'static str {
@@ -175,9 +171,7 @@ impl fmt::Debug for Error {
 
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn StdError + 'static))
+        self.source.as_deref().map(|e| e as &(dyn StdError + 'static))
     }
 }
 

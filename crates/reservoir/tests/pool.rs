@@ -96,7 +96,10 @@ impl Manager for Script {
         self.0.pings.fetch_add(1, SeqCst);
         self.pause().await;
         if self.0.dead.lock().unwrap().contains(&conn.id) {
-            return Err(Error::new(ErrorKind::Disconnected, "server closed the connection"));
+            return Err(Error::new(
+                ErrorKind::Disconnected,
+                "server closed the connection",
+            ));
         }
         Ok(())
     }
@@ -347,7 +350,9 @@ async fn a_failed_connect_is_returned_at_once_and_frees_its_slot() {
     assert_eq!(started.elapsed(), Duration::ZERO);
     assert_eq!(pool.status().size, 0);
     script.0.fail_connect.store(false, SeqCst);
-    pool.acquire().await.expect("serves again once the server is back");
+    pool.acquire()
+        .await
+        .expect("serves again once the server is back");
 }
 
 #[tokio::test]
@@ -535,7 +540,10 @@ async fn close_fails_waiters_and_new_acquires_and_waits_for_checked_out() {
     assert_eq!(waiter.await.unwrap().unwrap_err().kind(), &ErrorKind::PoolClosed);
     assert_eq!(pool.acquire().await.unwrap_err().kind(), &ErrorKind::PoolClosed);
     settle().await;
-    assert!(!closing.is_finished(), "close waits for the checked-out connection");
+    assert!(
+        !closing.is_finished(),
+        "close waits for the checked-out connection"
+    );
     drop(held);
     tokio::time::timeout(Duration::from_secs(5), closing)
         .await
@@ -560,7 +568,11 @@ async fn close_with_force_returns_at_once_and_interrupt_cancels_running_work() {
     )
     .await
     .expect("force does not wait");
-    assert_eq!(script.0.interrupts.load(SeqCst), 1, "only the checked-out connection");
+    assert_eq!(
+        script.0.interrupts.load(SeqCst),
+        1,
+        "only the checked-out connection"
+    );
     assert!(pool.is_closed());
     drop(held);
     settle().await;
@@ -622,7 +634,10 @@ async fn leak_threshold_warns_with_the_call_site() {
     drop(held);
     let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
     assert_eq!(log.matches("leak_threshold").count(), 1, "{log}");
-    assert!(log.contains("tests/pool.rs"), "names the acquiring call site: {log}");
+    assert!(
+        log.contains("tests/pool.rs"),
+        "names the acquiring call site: {log}"
+    );
 }
 
 /// Thousands of acquires dropped at random points (queued, opening, pinging,
@@ -676,7 +691,11 @@ async fn dropping_acquires_at_random_points_leaks_nothing() {
     let s = pool.status();
     assert_eq!((s.in_use, s.waiting), (0, 0), "{s:?}");
     assert!(s.size <= 6);
-    assert_eq!(script.live(), s.size as i64, "no connection leaked outside the pool");
+    assert_eq!(
+        script.live(),
+        s.size as i64,
+        "no connection leaked outside the pool"
+    );
     let all: Vec<_> = futures_util::future::join_all((0..6).map(|_| pool.acquire())).await;
     assert!(all.iter().all(Result::is_ok), "every slot can still be acquired");
     drop(all);
@@ -693,4 +712,36 @@ async fn dropping_the_pool_closes_its_idle_connections() {
     drop(pool);
     settle().await;
     assert_eq!(script.live(), 0);
+}
+
+/// A hot loop of acquires on every worker must not starve the runtime's timer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_acquire_loop_does_not_starve_timers() {
+    use std::sync::atomic::AtomicBool;
+    let script = Script::default();
+    let pool = builder(&script, 8, 0).max_waiting(None).build().await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watchdog = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(10));
+        watchdog.store(true, SeqCst);
+    });
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (pool, stop) = (pool.clone(), Arc::clone(&stop));
+            tokio::spawn(async move {
+                while !stop.load(SeqCst) {
+                    drop(pool.acquire().await.unwrap());
+                }
+            })
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let slept = started.elapsed();
+    stop.store(true, SeqCst);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(slept < Duration::from_secs(2), "the timer fired after {slept:?}");
 }

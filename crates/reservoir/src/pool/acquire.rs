@@ -19,6 +19,10 @@ type Deadline = Option<Instant>;
 
 impl<M: Manager> Shared<M> {
     pub(crate) async fn acquire(self: &Arc<Self>, caller: &'static Location<'static>) -> Result<Pooled<M>> {
+        // A loop of acquires served from the idle list never waits: take part
+        // in tokio's cooperative budget so it cannot starve the other tasks
+        // (and the timer) of its worker, as tokio's own primitives do.
+        tokio::task::consume_budget().await;
         let deadline = self.config.pool_timeout.map(|t| Instant::now() + t);
         let grant = match self.take()? {
             Take::Idle(conn) => Grant::Conn(conn),
@@ -48,7 +52,12 @@ impl<M: Manager> Shared<M> {
     ) -> Result<Grant<M::Connection>> {
         Counters::bump(&self.counters.waited);
         let started = Instant::now();
-        let mut queued = Queued { shared: self, id, rx, served: false };
+        let mut queued = Queued {
+            shared: self,
+            id,
+            rx,
+            served: false,
+        };
         let outcome = match deadline {
             Some(deadline) => timeout_at(deadline, &mut queued.rx).await,
             None => Ok((&mut queued.rx).await),
@@ -71,10 +80,18 @@ impl<M: Manager> Shared<M> {
     /// Checks a connection taken from the idle list or handed over: recycles
     /// it when too old, pings it when `pool_pre_ping` is on. `None` means it
     /// was closed and its slot is the caller's to open a new one in.
-    async fn revalidate(self: &Arc<Self>, conn: Conn<M::Connection>, deadline: Deadline) -> Option<Pooled<M>> {
+    async fn revalidate(
+        self: &Arc<Self>,
+        conn: Conn<M::Connection>,
+        deadline: Deadline,
+    ) -> Option<Pooled<M>> {
         // Idle and handed-over connections are always of the current
         // generation: dispose() drains the idle list and checkin() closes stale ones.
-        if self.config.pool_recycle.is_some_and(|r| conn.created.elapsed() >= r) {
+        if self
+            .config
+            .pool_recycle
+            .is_some_and(|r| conn.created.elapsed() >= r)
+        {
             self.retire(conn);
             return None;
         }
@@ -98,7 +115,10 @@ impl<M: Manager> Shared<M> {
     /// Opens a connection in a slot the caller holds. On failure (or if this
     /// future is dropped) the slot is freed for the next waiter.
     pub(crate) async fn open(self: &Arc<Self>, deadline: Deadline) -> Result<Pooled<M>> {
-        let slot = SlotGuard { shared: self, armed: true };
+        let slot = SlotGuard {
+            shared: self,
+            armed: true,
+        };
         let connect = self.manager.connect();
         let raw = match deadline {
             Some(deadline) => timeout_at(deadline, connect).await.map_err(|_| {

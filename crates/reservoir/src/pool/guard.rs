@@ -42,11 +42,15 @@ impl<M: Manager> Pooled<M> {
     }
 
     pub(crate) fn conn_mut(&mut self) -> &mut Conn<M::Connection> {
-        self.conn.as_mut().expect("a Pooled always holds its connection until dropped")
+        self.conn
+            .as_mut()
+            .expect("a Pooled always holds its connection until dropped")
     }
 
     pub(crate) fn into_conn(mut self) -> Conn<M::Connection> {
-        self.conn.take().expect("a Pooled always holds its connection until dropped")
+        self.conn
+            .take()
+            .expect("a Pooled always holds its connection until dropped")
     }
 
     /// A number that identifies the raw connection within its pool.
@@ -75,7 +79,11 @@ impl<M: Manager> Pooled<M> {
 impl<M: Manager> Deref for Pooled<M> {
     type Target = M::Connection;
     fn deref(&self) -> &M::Connection {
-        &self.conn.as_ref().expect("a Pooled always holds its connection until dropped").raw
+        &self
+            .conn
+            .as_ref()
+            .expect("a Pooled always holds its connection until dropped")
+            .raw
     }
 }
 
@@ -120,7 +128,11 @@ impl<M: Manager> Drop for Pooled<M> {
                 return;
             }
         }
-        if shared.config.pool_recycle.is_some_and(|r| conn.created.elapsed() >= r) {
+        if shared
+            .config
+            .pool_recycle
+            .is_some_and(|r| conn.created.elapsed() >= r)
+        {
             shared.discard(conn);
             return;
         }

@@ -81,4 +81,3 @@ async fn run_once<M: Manager>(weak: &Weak<Shared<M>>) -> Option<Result<(), ()>> 
     }
     Some(Ok(()))
 }
-

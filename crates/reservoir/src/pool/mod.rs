@@ -124,7 +124,7 @@ impl<M: Manager> Pool<M> {
     /// first and/or not waiting for checked-out connections.
     pub async fn close_with(&self, options: CloseOptions) {
         let shared = &self.shared;
-        let (idle, interrupts) = shared.begin_close();
+        let shared::Closing { idle, interrupts } = shared.begin_close();
         shared.maintenance.notify_one();
         if options.interrupt {
             for handle in &interrupts {
@@ -235,7 +235,10 @@ impl<M: Manager> PoolBuilder<M> {
     pub fn settings(&self) -> PoolConfig {
         let mut config = self.config.clone();
         if !self.max_waiting_set {
-            config.max_waiting = Some(PoolConfig::default_max_waiting(config.pool_size, config.max_overflow));
+            config.max_waiting = Some(PoolConfig::default_max_waiting(
+                config.pool_size,
+                config.max_overflow,
+            ));
         }
         config
     }
@@ -249,7 +252,10 @@ impl<M: Manager> PoolBuilder<M> {
         let shared = Arc::new(Shared::new(self.manager, config, self.hooks));
         let mut opened = Vec::with_capacity(shared.config.min_size);
         while shared.reserve_for_min_size() {
-            let deadline = shared.config.pool_timeout.map(|t| tokio::time::Instant::now() + t);
+            let deadline = shared
+                .config
+                .pool_timeout
+                .map(|t| tokio::time::Instant::now() + t);
             opened.push(shared.open(deadline).await?);
         }
         for pooled in opened {

@@ -66,6 +66,12 @@ struct State<C> {
     interrupts: HashMap<u64, Arc<dyn Interrupt>>,
 }
 
+/// What `begin_close` leaves for the closer to do outside the lock.
+pub(crate) struct Closing<C> {
+    pub idle: Vec<Conn<C>>,
+    pub interrupts: Vec<Arc<dyn Interrupt>>,
+}
+
 pub(crate) struct Shared<M: Manager> {
     pub manager: M,
     pub config: PoolConfig,
@@ -159,7 +165,10 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Gives `grant` to the oldest live waiter; returns it if there is none.
-    fn hand_over(st: &mut State<M::Connection>, mut grant: Grant<M::Connection>) -> Option<Grant<M::Connection>> {
+    fn hand_over(
+        st: &mut State<M::Connection>,
+        mut grant: Grant<M::Connection>,
+    ) -> Option<Grant<M::Connection>> {
         while let Some(waiter) = st.waiters.pop_front() {
             match waiter.tx.send(Ok(grant)) {
                 Ok(()) => return None,
@@ -286,8 +295,9 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Marks the pool closed, fails every waiter, and returns the idle
-    /// connections (slots still counted) and every interrupt handle.
-    pub fn begin_close(&self) -> (Vec<Conn<M::Connection>>, Vec<Arc<dyn Interrupt>>) {
+    /// connections (slots still counted) and the interrupt handles of the
+    /// checked-out ones.
+    pub fn begin_close(&self) -> Closing<M::Connection> {
         let mut st = self.lock();
         st.closed = true;
         for waiter in st.waiters.drain(..) {
@@ -298,7 +308,7 @@ impl<M: Manager> Shared<M> {
             st.interrupts.remove(&conn.id);
         }
         let interrupts = st.interrupts.values().cloned().collect();
-        (idle, interrupts)
+        Closing { idle, interrupts }
     }
 
     /// Waits until every connection of a closed pool has been closed.

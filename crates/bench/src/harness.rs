@@ -1,0 +1,116 @@
+//! Timing helpers shared by every benchmark.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// The runtime every comparison runs on: what a small service gets.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// How long each measured run lasts, from `BENCH_SECS` (default 2).
+pub fn run_time() -> Duration {
+    let secs: f64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2.0);
+    Duration::from_secs_f64(secs)
+}
+
+/// Runs `tasks` copies of `op` in a loop for `run_time()` and returns
+/// operations per second (the median of three runs, after a warm-up).
+pub async fn throughput<F, Fut>(tasks: usize, op: F) -> f64
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let mut rates = Vec::new();
+    for round in 0..4 {
+        let length = if round == 0 { run_time() / 4 } else { run_time() };
+        let rate = one_run(tasks, length, op.clone()).await;
+        if round > 0 {
+            rates.push(rate);
+        }
+    }
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
+}
+
+async fn one_run<F, Fut>(tasks: usize, length: Duration, op: F) -> f64
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let (stop, done, op) = (Arc::clone(&stop), Arc::clone(&done), op.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Relaxed) {
+                    op().await;
+                    n += 1;
+                }
+                done.fetch_add(n, Relaxed);
+            })
+        })
+        .collect();
+    // The stop signal comes from a plain thread: bb8 in a hot loop keeps both
+    // workers from driving the timer (a tokio sleep of 500 ms took 1 s), so a
+    // timer-based stop would measure that, not the pools.
+    let stopper = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        std::thread::sleep(length);
+        stopper.store(true, Relaxed);
+    });
+
+    while !stop.load(Relaxed) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for h in handles {
+        h.await.expect("benchmark task");
+    }
+    done.load(Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// One row of a results table: a name and a rate.
+pub struct Row {
+    pub name: &'static str,
+    pub rate: f64,
+}
+
+/// Prints a markdown table with each rate's ratio to the best peer's.
+pub fn print_table(title: &str, unit: &str, ours: &[Row], peers: &[Row]) {
+    let best_peer = peers.iter().map(|r| r.rate).fold(0.0, f64::max);
+    println!("\n### {title}\n");
+    println!("| implementation | {unit} | vs best peer |");
+    println!("|---|---:|---:|");
+    for row in ours.iter().chain(peers) {
+        let ratio = if best_peer > 0.0 {
+            row.rate / best_peer
+        } else {
+            f64::NAN
+        };
+        println!("| {} | {:.0} | {:.2}x |", row.name, row.rate, ratio);
+    }
+}

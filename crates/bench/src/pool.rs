@@ -1,0 +1,121 @@
+//! Acquire + release throughput with a no-op connection: Reservoir's pool
+//! against deadpool (managed) and bb8.
+
+use std::convert::Infallible;
+
+use crate::harness::{Row, print_table, runtime, throughput};
+
+struct Noop;
+
+impl reservoir::pool::Manager for Noop {
+    type Connection = ();
+    async fn connect(&self) -> reservoir::Result<()> {
+        Ok(())
+    }
+    async fn ping(&self, _: &mut ()) -> reservoir::Result<()> {
+        Ok(())
+    }
+}
+
+impl deadpool::managed::Manager for Noop {
+    type Type = ();
+    type Error = Infallible;
+    async fn create(&self) -> Result<(), Infallible> {
+        Ok(())
+    }
+    async fn recycle(
+        &self,
+        _: &mut (),
+        _: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<Infallible> {
+        Ok(())
+    }
+}
+
+impl bb8::ManageConnection for Noop {
+    type Connection = ();
+    type Error = Infallible;
+    async fn connect(&self) -> Result<(), Infallible> {
+        Ok(())
+    }
+    async fn is_valid(&self, _: &mut ()) -> Result<(), Infallible> {
+        Ok(())
+    }
+    fn has_broken(&self, _: &mut ()) -> bool {
+        false
+    }
+}
+
+pub fn run() {
+    let rt = runtime();
+    println!("\n## Pool: acquire + release, no-op connection, 2-worker tokio runtime");
+    for (tasks, slots) in [(1usize, 8usize), (64, 8), (512, 16)] {
+        let (ours, peers) = rt.block_on(case(tasks, slots));
+        print_table(
+            &format!("{tasks} tasks / {slots} slots"),
+            "acquires/s",
+            &ours,
+            &peers,
+        );
+    }
+}
+
+async fn case(tasks: usize, slots: usize) -> (Vec<Row>, Vec<Row>) {
+    let ours = reservoir::pool::Pool::builder(Noop)
+        .pool_size(slots)
+        .max_overflow(0)
+        .max_waiting(None)
+        .build()
+        .await
+        .expect("reservoir pool");
+    let reservoir_rate = throughput(tasks, move || {
+        let pool = ours.clone();
+        async move {
+            drop(pool.acquire().await.expect("acquire"));
+        }
+    })
+    .await;
+
+    let dp = deadpool::managed::Pool::<Noop>::builder(Noop)
+        .max_size(slots)
+        .build()
+        .expect("deadpool");
+    let deadpool_rate = throughput(tasks, move || {
+        let pool = dp.clone();
+        async move {
+            drop(pool.get().await.expect("deadpool get"));
+        }
+    })
+    .await;
+
+    let b = bb8::Pool::builder()
+        .max_size(slots as u32)
+        .test_on_check_out(false)
+        .build(Noop)
+        .await
+        .expect("bb8");
+    let bb8_rate = throughput(tasks, move || {
+        let pool = b.clone();
+        async move {
+            drop(pool.get().await.expect("bb8 get"));
+        }
+    })
+    .await;
+
+    (
+        vec![Row {
+            name: "reservoir",
+            rate: reservoir_rate,
+        }],
+        vec![
+            Row {
+                name: "deadpool 0.12 (managed)",
+                rate: deadpool_rate,
+            },
+            Row {
+                name: "bb8 0.9",
+                rate: bb8_rate,
+            },
+        ],
+    )
+}
