@@ -38,6 +38,8 @@ pub enum ErrorKind {
     Timeout,
     /// An invalid setting.
     Config,
+    /// `fetch_one` found no row.
+    NoRows,
     /// A misuse of the API that the types could not rule out (e.g. a closed transaction).
     Usage,
 }
@@ -124,6 +126,10 @@ impl Error {
         Error::new(ErrorKind::PoolClosed, "the pool is closed")
     }
 
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Usage, message)
+    }
+
     pub(crate) fn config(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Config, message)
     }
@@ -144,6 +150,7 @@ fn kind_name(kind: &ErrorKind) -> &'static str {
         ErrorKind::Interrupted => "interrupted",
         ErrorKind::Timeout => "statement timeout",
         ErrorKind::Config => "invalid configuration",
+        ErrorKind::NoRows => "no rows",
         ErrorKind::Usage => "usage error",
     }
 }

@@ -1,13 +1,58 @@
 //! Reservoir: an async SQL engine for Rust.
 //!
-//! The [`pool`] module is a generic, SQL-free async connection pool with
-//! SQLAlchemy's settings: fair FIFO waiting, a bounded backlog that rejects
-//! at once when overloaded, overflow connections, recycle, pre-ping,
-//! LIFO, `min_size` kept with backoff, and cancel-safe acquire.
+//! - [`Engine`]: a dialect chosen by URL (`sqlite:` is the embedded
+//!   default) owning a pool; connectionless execution on the engine itself.
+//! - [`Connection`], [`Transaction`] (savepoints when nested), [`RowStream`]
+//!   and [`Cursor`]: explicit execution, asyncpg style.
+//! - [`pool`]: a generic, SQL-free async connection pool with SQLAlchemy's
+//!   settings: fair FIFO waiting, a bounded backlog that rejects at once
+//!   when overloaded, overflow, recycle, pre-ping, LIFO, cancel-safe acquire.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> reservoir::Result<()> {
+//! use reservoir::{Engine, params};
+//!
+//! let engine = Engine::builder("sqlite::memory:").pool_size(5).max_overflow(5).build().await?;
+//! engine.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL)", ()).await?;
+//! engine.execute("INSERT INTO users (id, name) VALUES (:id, :name)", params!{"id" => 1, "name" => "ann"}).await?;
+//!
+//! let mut conn = engine.acquire().await?;
+//! let mut tx = conn.begin().await?;
+//! tx.execute("UPDATE users SET name = ? WHERE id = ?", ("bob", 1)).await?;
+//! tx.rollback().await?;
+//!
+//! #[derive(serde::Deserialize)]
+//! struct User { id: i64, name: String }
+//! let users: Vec<User> = conn.fetch_all_as("SELECT id, name FROM users", ()).await?;
+//! assert_eq!(users[0].name, "ann");
+//! # Ok(()) }
+//! ```
 
 #![warn(missing_docs)]
 
+mod connection;
+pub mod cursor;
+pub mod driver;
+mod engine;
 pub mod error;
+mod manager;
+pub mod params;
 pub mod pool;
+pub mod row;
+pub mod sql;
+pub mod stream;
+pub mod transaction;
+pub mod url;
+pub mod value;
 
+pub use connection::Connection;
+pub use cursor::Cursor;
+pub use engine::{Engine, EngineBuilder, IntoUrl};
 pub use error::{Error, ErrorKind, Result};
+pub use params::{IntoParams, Params};
+pub use pool::{CloseOptions, PoolStats, PoolStatus};
+pub use row::{Column, Row};
+pub use stream::RowStream;
+pub use transaction::{Isolation, Transaction, TxOptions};
+pub use url::{ConnectOptions, DatabaseUrl, Dialect};
+pub use value::{FromValue, ToValue, Value};

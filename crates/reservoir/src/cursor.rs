@@ -1,0 +1,57 @@
+//! Cursors, asyncpg style: `forward(n)` skips rows where the database
+//! produces them, `fetch(n)` returns the next `n`.
+
+use std::marker::PhantomData;
+
+use crate::driver::RowSource;
+use crate::error::Result;
+use crate::row::Row;
+
+/// A cursor over a query; borrows its connection until dropped.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> reservoir::Result<()> {
+/// let engine = reservoir::Engine::connect("sqlite::memory:").await?;
+/// let mut conn = engine.acquire().await?;
+/// let mut tx = conn.begin().await?;
+/// let sql = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 10) SELECT x FROM n";
+/// let mut cur = tx.cursor(sql, ()).await?;
+/// assert_eq!(cur.forward(5).await?, 5);
+/// let batch = cur.fetch(3).await?;
+/// assert_eq!(batch[0].get::<i64>(0)?, 6);
+/// # Ok(()) }
+/// ```
+pub struct Cursor<'c> {
+    source: Box<dyn RowSource>,
+    _conn: PhantomData<&'c mut ()>,
+}
+
+impl Cursor<'_> {
+    pub(crate) fn new(source: Box<dyn RowSource>) -> Self {
+        Cursor {
+            source,
+            _conn: PhantomData,
+        }
+    }
+
+    /// The next `n` rows (fewer at the end; `fetch(0)` is empty).
+    pub async fn fetch(&mut self, n: usize) -> Result<Vec<Row>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        self.source.fetch(n).await
+    }
+
+    /// The next row, if any.
+    pub async fn fetch_one(&mut self) -> Result<Option<Row>> {
+        Ok(self.fetch(1).await?.pop())
+    }
+
+    /// Skips up to `n` rows; returns how many were skipped.
+    pub async fn forward(&mut self, n: u64) -> Result<u64> {
+        if n == 0 {
+            return Ok(0);
+        }
+        self.source.forward(n).await
+    }
+}

@@ -1,0 +1,98 @@
+//! The seam between the engine and a database: a [`Driver`] opens
+//! [`RawConnection`]s. Both traits are object safe, so a dialect is added
+//! without touching the engine; each lives behind its cargo feature.
+
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::pool::{BoxFuture, Interrupt};
+use crate::row::Row;
+use crate::sql::Placeholder;
+use crate::url::{DatabaseUrl, Dialect};
+use crate::value::Value;
+
+/// Opens connections to one database.
+pub trait Driver: Send + Sync + 'static {
+    /// The database family.
+    fn dialect(&self) -> Dialect;
+    /// How the database writes positional placeholders.
+    fn placeholder(&self) -> Placeholder;
+    /// Opens a new connection.
+    fn connect(&self) -> BoxFuture<'_, Result<Box<dyn RawConnection>>>;
+    /// The statement that begins a transaction with `options`.
+    fn begin_sql(&self, options: &crate::transaction::TxOptions) -> Result<String>;
+}
+
+/// One open connection. One operation at a time: every method takes `&mut self`.
+pub trait RawConnection: Send + 'static {
+    /// Runs a statement; returns the rows affected.
+    fn execute(&mut self, sql: &str, params: Vec<Value>) -> BoxFuture<'_, Result<u64>>;
+    /// Runs one prepared statement once per parameter set, atomically.
+    fn execute_many(&mut self, sql: &str, params: Vec<Vec<Value>>) -> BoxFuture<'_, Result<u64>>;
+    /// Runs a query and returns at most `limit` rows (all if `None`).
+    fn query(
+        &mut self,
+        sql: &str,
+        params: Vec<Value>,
+        limit: Option<usize>,
+    ) -> BoxFuture<'_, Result<Vec<Row>>>;
+    /// Starts a query whose rows are pulled in batches (streams, cursors).
+    /// Errors surface on the first pull.
+    fn open_rows(&mut self, sql: &str, params: Vec<Value>) -> Box<dyn RowSource>;
+    /// Runs SQL without parameters or results (transaction control).
+    fn simple(&mut self, sql: &str) -> BoxFuture<'_, Result<()>>;
+    /// Checks the connection works.
+    fn ping(&mut self) -> BoxFuture<'_, Result<()>>;
+    /// Queues `sql` to run before the next operation, without waiting for it
+    /// (how a dropped transaction rolls back: `Drop` cannot await).
+    fn enqueue(&mut self, sql: &str);
+    /// Waits for queued work and rolls back any open transaction.
+    fn reset(&mut self) -> BoxFuture<'_, Result<()>>;
+    /// Whether a transaction is open (or work may still be running).
+    fn in_transaction(&self) -> bool;
+    /// Whether the connection is unusable.
+    fn is_broken(&self) -> bool;
+    /// A handle that interrupts the running statement from elsewhere.
+    fn interrupt_handle(&self) -> Option<Arc<dyn Interrupt>>;
+}
+
+/// The rows of a query, pulled on demand.
+pub trait RowSource: Send {
+    /// Up to `n` more rows (fewer at the end).
+    fn fetch(&mut self, n: usize) -> BoxFuture<'static, Result<Vec<Row>>>;
+    /// Skips up to `n` rows without sending them; returns how many were skipped.
+    fn forward(&mut self, n: u64) -> BoxFuture<'static, Result<u64>>;
+}
+
+/// Settings a driver takes from the engine builder.
+#[derive(Clone, Debug)]
+pub struct DriverOptions {
+    /// Prepared statements cached per connection.
+    pub statement_cache_size: usize,
+}
+
+impl Default for DriverOptions {
+    fn default() -> Self {
+        DriverOptions {
+            statement_cache_size: 128,
+        }
+    }
+}
+
+/// The driver for `url`'s dialect, if this build has it.
+pub fn for_url(url: &DatabaseUrl, options: &DriverOptions) -> Result<Arc<dyn Driver>> {
+    match url.dialect() {
+        #[cfg(feature = "sqlite")]
+        Dialect::Sqlite => Ok(Arc::new(sqlite::SqliteDriver::new(url, options)?)),
+        other => Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "the {} dialect is not available in this build of reservoir (URL {url})",
+                other.name()
+            ),
+        )),
+    }
+}

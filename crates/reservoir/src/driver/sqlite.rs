@@ -1,0 +1,617 @@
+//! SQLite through rusqlite. rusqlite is blocking, so every connection lives
+//! on a thread of its own and the async side talks to it over channels: no
+//! shared thread pool to queue behind, and a connection's commands run in
+//! the order they were sent.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection as Sqlite, OpenFlags, ffi};
+use tokio::sync::oneshot;
+
+use super::{Driver, DriverOptions, RawConnection, RowSource};
+use crate::error::{Error, ErrorKind, Result};
+use crate::pool::{BoxFuture, Interrupt};
+use crate::row::{Column, Row};
+use crate::sql::Placeholder;
+use crate::url::{DatabaseUrl, Dialect};
+use crate::value::Value;
+
+/// How long a writer waits for a lock held by another connection.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+static MEMORY_DB_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Opens SQLite connections to one database file (or one shared in-memory database).
+pub struct SqliteDriver {
+    path: String,
+    flags: OpenFlags,
+    memory: bool,
+    cache_size: usize,
+    /// Keeps a shared in-memory database alive while the pool holds no
+    /// connection (pool_size 0, dispose): it is dropped with the engine.
+    _keeper: Option<Mutex<Sqlite>>,
+}
+
+impl SqliteDriver {
+    /// A driver for the database `url` names.
+    pub fn new(url: &DatabaseUrl, options: &DriverOptions) -> Result<Self> {
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if url.param("mode") == Some("ro") {
+            flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        }
+        for (key, _) in url.query() {
+            if key != "mode" && !crate::engine::ENGINE_KEYS.contains(&key.as_str()) {
+                return Err(Error::new(
+                    ErrorKind::Url,
+                    format!("unknown SQLite URL parameter '{key}' in {url}"),
+                ));
+            }
+        }
+        let memory = url.is_memory();
+        let path = if memory {
+            // One database per engine, shared by its connections: the memdb
+            // VFS (unlike shared cache) keeps normal locking, so busy_timeout works.
+            let n = MEMORY_DB_COUNTER.fetch_add(1, SeqCst);
+            format!("file:/reservoir-memory-{}-{n}?vfs=memdb", std::process::id())
+        } else {
+            url.database().unwrap_or_default().to_string()
+        };
+        let keeper = if memory {
+            let keeper = Sqlite::open_with_flags(&path, flags).map_err(connect_error)?;
+            Some(Mutex::new(keeper))
+        } else {
+            None
+        };
+        Ok(SqliteDriver {
+            path,
+            flags,
+            memory,
+            cache_size: options.statement_cache_size,
+            _keeper: keeper,
+        })
+    }
+
+    fn open(&self) -> Result<Sqlite> {
+        let conn = Sqlite::open_with_flags(&self.path, self.flags).map_err(connect_error)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(connect_error)?;
+        conn.set_prepared_statement_cache_capacity(self.cache_size);
+        if !self.memory && !self.flags.contains(OpenFlags::SQLITE_OPEN_READ_ONLY) {
+            // WAL: readers never block the writer; NORMAL sync is safe in WAL.
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(connect_error)?;
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(connect_error)?;
+        }
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(connect_error)?;
+        Ok(conn)
+    }
+}
+
+impl Driver for SqliteDriver {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn placeholder(&self) -> Placeholder {
+        Placeholder::Question
+    }
+
+    /// IMMEDIATE takes the write lock at BEGIN, so two writers queue on the
+    /// busy timeout instead of one failing when it upgrades its read lock.
+    /// SQLite transactions are always serializable, which satisfies any
+    /// requested isolation level.
+    fn begin_sql(&self, options: &crate::transaction::TxOptions) -> Result<String> {
+        Ok(if options.is_read_only() {
+            "BEGIN DEFERRED"
+        } else {
+            "BEGIN IMMEDIATE"
+        }
+        .into())
+    }
+
+    fn connect(&self) -> BoxFuture<'_, Result<Box<dyn RawConnection>>> {
+        Box::pin(async move {
+            let (ready_tx, ready_rx) = oneshot::channel();
+            let (tx, rx) = std_mpsc::channel();
+            let state = Arc::new(WorkerState::default());
+            let worker_state = Arc::clone(&state);
+            let opened = self.open();
+            let spawned = std::thread::Builder::new()
+                .name("reservoir-sqlite".into())
+                .spawn(move || match opened {
+                    Ok(conn) => {
+                        let _ = ready_tx.send(Ok(conn.get_interrupt_handle()));
+                        worker(conn, rx, &worker_state);
+                        worker_state.gone.store(true, SeqCst);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                });
+            if let Err(e) = spawned {
+                return Err(Error::new(
+                    ErrorKind::Connect,
+                    format!("cannot start a SQLite worker thread: {e}"),
+                ));
+            }
+            let interrupt = ready_rx.await.map_err(|_| {
+                Error::new(ErrorKind::Connect, "the SQLite worker thread died while opening")
+            })??;
+            Ok(Box::new(SqliteConnection {
+                tx,
+                state,
+                interrupt: Arc::new(SqliteInterrupt(interrupt)),
+            }) as Box<dyn RawConnection>)
+        })
+    }
+}
+
+fn connect_error(e: rusqlite::Error) -> Error {
+    Error::new(ErrorKind::Connect, format!("cannot open SQLite database: {e}"))
+}
+
+/// What the async side can see of a worker.
+#[derive(Default)]
+struct WorkerState {
+    /// Commands sent and not yet finished (rows sessions included).
+    pending: AtomicUsize,
+    /// Whether the connection is outside a transaction (after the last command).
+    autocommit: AtomicBool,
+    /// The worker thread has ended.
+    gone: AtomicBool,
+}
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+enum Command {
+    Execute(Box<str>, Vec<Value>, Reply<u64>),
+    ExecuteMany(Box<str>, Vec<Vec<Value>>, Reply<u64>),
+    Query(Box<str>, Vec<Value>, Option<usize>, Reply<Vec<Row>>),
+    Rows(Box<str>, Vec<Value>, std_mpsc::Receiver<Pull>),
+    Simple(Box<str>, Reply<()>),
+    /// Fire and forget: errors are dropped (a rollback of a dropped transaction).
+    Enqueued(Box<str>),
+    Reset(Reply<()>),
+    Ping(Reply<()>),
+}
+
+enum Pull {
+    Fetch(usize, Reply<Vec<Row>>),
+    Forward(u64, Reply<u64>),
+}
+
+struct SqliteConnection {
+    tx: std_mpsc::Sender<Command>,
+    state: Arc<WorkerState>,
+    interrupt: Arc<SqliteInterrupt>,
+}
+
+struct SqliteInterrupt(rusqlite::InterruptHandle);
+
+impl Interrupt for SqliteInterrupt {
+    fn interrupt(&self) -> BoxFuture<'_, ()> {
+        self.0.interrupt();
+        Box::pin(async {})
+    }
+}
+
+fn worker_gone() -> Error {
+    Error::new(ErrorKind::Disconnected, "the SQLite worker thread has stopped")
+}
+
+impl SqliteConnection {
+    fn send(&self, command: Command) -> Result<()> {
+        self.state.pending.fetch_add(1, SeqCst);
+        self.tx.send(command).map_err(|_| {
+            self.state.pending.fetch_sub(1, SeqCst);
+            worker_gone()
+        })
+    }
+
+    fn call<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> BoxFuture<'static, Result<T>> {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.send(make(reply));
+        Box::pin(async move {
+            sent?;
+            rx.await.map_err(|_| worker_gone())?
+        })
+    }
+}
+
+impl RawConnection for SqliteConnection {
+    fn execute(&mut self, sql: &str, params: Vec<Value>) -> BoxFuture<'_, Result<u64>> {
+        self.call(|r| Command::Execute(sql.into(), params, r))
+    }
+
+    fn execute_many(&mut self, sql: &str, params: Vec<Vec<Value>>) -> BoxFuture<'_, Result<u64>> {
+        self.call(|r| Command::ExecuteMany(sql.into(), params, r))
+    }
+
+    fn query(
+        &mut self,
+        sql: &str,
+        params: Vec<Value>,
+        limit: Option<usize>,
+    ) -> BoxFuture<'_, Result<Vec<Row>>> {
+        self.call(|r| Command::Query(sql.into(), params, limit, r))
+    }
+
+    fn open_rows(&mut self, sql: &str, params: Vec<Value>) -> Box<dyn RowSource> {
+        let (pulls, rx) = std_mpsc::channel();
+        let sent = self.send(Command::Rows(sql.into(), params, rx));
+        Box::new(SqliteRows {
+            pulls,
+            failed: sent.is_err(),
+        })
+    }
+
+    fn simple(&mut self, sql: &str) -> BoxFuture<'_, Result<()>> {
+        self.call(|r| Command::Simple(sql.into(), r))
+    }
+
+    fn ping(&mut self) -> BoxFuture<'_, Result<()>> {
+        self.call(Command::Ping)
+    }
+
+    fn enqueue(&mut self, sql: &str) {
+        // Commands run in the order sent, so this runs before anything later.
+        let _ = self.send(Command::Enqueued(sql.into()));
+    }
+
+    fn reset(&mut self) -> BoxFuture<'_, Result<()>> {
+        self.call(Command::Reset)
+    }
+
+    fn in_transaction(&self) -> bool {
+        self.state.pending.load(SeqCst) > 0 || !self.state.autocommit.load(SeqCst)
+    }
+
+    fn is_broken(&self) -> bool {
+        self.state.gone.load(SeqCst)
+    }
+
+    fn interrupt_handle(&self) -> Option<Arc<dyn Interrupt>> {
+        Some(Arc::clone(&self.interrupt) as Arc<dyn Interrupt>)
+    }
+}
+
+struct SqliteRows {
+    pulls: std_mpsc::Sender<Pull>,
+    failed: bool,
+}
+
+impl SqliteRows {
+    fn pull<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Pull) -> BoxFuture<'static, Result<T>> {
+        let (reply, rx) = oneshot::channel();
+        let sent = if self.failed {
+            Err(worker_gone())
+        } else {
+            self.pulls.send(make(reply)).map_err(|_| worker_gone())
+        };
+        Box::pin(async move {
+            sent?;
+            rx.await.map_err(|_| worker_gone())?
+        })
+    }
+}
+
+impl RowSource for SqliteRows {
+    fn fetch(&mut self, n: usize) -> BoxFuture<'static, Result<Vec<Row>>> {
+        self.pull(|r| Pull::Fetch(n, r))
+    }
+    fn forward(&mut self, n: u64) -> BoxFuture<'static, Result<u64>> {
+        self.pull(|r| Pull::Forward(n, r))
+    }
+}
+
+// ---- the worker thread -------------------------------------------------
+
+fn worker(conn: Sqlite, rx: std_mpsc::Receiver<Command>, state: &WorkerState) {
+    state.autocommit.store(true, SeqCst);
+    while let Ok(command) = rx.recv() {
+        match command {
+            Command::Execute(sql, params, reply) => {
+                let result = execute(&conn, &sql, &params);
+                finish(&conn, state, reply, result);
+            }
+            Command::ExecuteMany(sql, params, reply) => {
+                let result = execute_many(&conn, &sql, &params);
+                finish(&conn, state, reply, result);
+            }
+            Command::Query(sql, params, limit, reply) => {
+                let result = query(&conn, &sql, &params, limit.unwrap_or(usize::MAX));
+                finish(&conn, state, reply, result);
+            }
+            Command::Simple(sql, reply) => {
+                let result = conn.execute_batch(&sql).map_err(map_error);
+                finish(&conn, state, reply, result);
+            }
+            Command::Enqueued(sql) => {
+                if let Err(error) = conn.execute_batch(&sql) {
+                    tracing::debug!(%error, "queued statement failed");
+                }
+                state.autocommit.store(conn.is_autocommit(), SeqCst);
+                state.pending.fetch_sub(1, SeqCst);
+            }
+            Command::Reset(reply) => {
+                let result = if conn.is_autocommit() {
+                    Ok(())
+                } else {
+                    conn.execute_batch("ROLLBACK").map_err(map_error)
+                };
+                finish(&conn, state, reply, result);
+            }
+            Command::Ping(reply) => {
+                let result = conn.query_row("SELECT 1", [], |_| Ok(())).map_err(map_error);
+                finish(&conn, state, reply, result);
+            }
+            Command::Rows(sql, params, pulls) => {
+                serve_rows(&conn, &sql, &params, &pulls);
+                state.autocommit.store(conn.is_autocommit(), SeqCst);
+                state.pending.fetch_sub(1, SeqCst);
+            }
+        }
+    }
+}
+
+/// Publishes the connection state before replying, so a caller that has its
+/// answer also sees `in_transaction()` up to date.
+fn finish<T>(conn: &Sqlite, state: &WorkerState, reply: Reply<T>, result: Result<T>) {
+    state.autocommit.store(conn.is_autocommit(), SeqCst);
+    state.pending.fetch_sub(1, SeqCst);
+    let _ = reply.send(result);
+}
+
+struct Bind<'a>(&'a Value);
+
+impl rusqlite::ToSql for Bind<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        use rusqlite::types::Value as S;
+        Ok(match self.0 {
+            Value::Null => ToSqlOutput::Owned(S::Null),
+            Value::Bool(b) => ToSqlOutput::Owned(S::Integer((*b).into())),
+            Value::I16(v) => ToSqlOutput::Owned(S::Integer((*v).into())),
+            Value::I32(v) => ToSqlOutput::Owned(S::Integer((*v).into())),
+            Value::I64(v) => ToSqlOutput::Owned(S::Integer(*v)),
+            Value::F32(v) => ToSqlOutput::Owned(S::Real((*v).into())),
+            Value::F64(v) => ToSqlOutput::Owned(S::Real(*v)),
+            Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Value::Bytes(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+            Value::Decimal(d) => ToSqlOutput::Owned(S::Text(d.to_string())),
+            Value::Date(d) => ToSqlOutput::Owned(S::Text(d.format("%Y-%m-%d").to_string())),
+            Value::Time(t) => ToSqlOutput::Owned(S::Text(t.format("%H:%M:%S%.f").to_string())),
+            Value::Timestamp(t) => ToSqlOutput::Owned(S::Text(t.format("%Y-%m-%d %H:%M:%S%.f").to_string())),
+            Value::TimestampTz(t) => ToSqlOutput::Owned(S::Text(t.to_rfc3339())),
+            Value::Uuid(u) => ToSqlOutput::Owned(S::Text(u.hyphenated().to_string())),
+            Value::Json(j) => ToSqlOutput::Owned(S::Text(j.to_string())),
+        })
+    }
+}
+
+fn bind_all(stmt: &mut rusqlite::Statement<'_>, params: &[Value]) -> Result<()> {
+    let expected = stmt.parameter_count();
+    if expected != params.len() {
+        return Err(Error::new(
+            ErrorKind::Param,
+            format!(
+                "the statement has {expected} placeholders but {} values were given",
+                params.len()
+            ),
+        ));
+    }
+    for (i, value) in params.iter().enumerate() {
+        stmt.raw_bind_parameter(i + 1, Bind(value)).map_err(map_error)?;
+    }
+    Ok(())
+}
+
+fn execute(conn: &Sqlite, sql: &str, params: &[Value]) -> Result<u64> {
+    let mut stmt = conn.prepare_cached(sql).map_err(map_error)?;
+    bind_all(&mut stmt, params)?;
+    // raw_execute refuses statements that return rows; step through them instead.
+    if stmt.column_count() > 0 {
+        let mut rows = stmt.raw_query();
+        while rows.next().map_err(map_error)?.is_some() {}
+        return Ok(conn.changes());
+    }
+    Ok(stmt.raw_execute().map_err(map_error)? as u64)
+}
+
+fn execute_many(conn: &Sqlite, sql: &str, sets: &[Vec<Value>]) -> Result<u64> {
+    // Atomic: outside a transaction the whole batch runs in one.
+    let own_tx = conn.is_autocommit();
+    if own_tx {
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(map_error)?;
+    }
+    let run = || -> Result<u64> {
+        let mut stmt = conn.prepare_cached(sql).map_err(map_error)?;
+        let mut total = 0u64;
+        for params in sets {
+            bind_all(&mut stmt, params)?;
+            total += stmt.raw_execute().map_err(map_error)? as u64;
+        }
+        Ok(total)
+    };
+    let result = run();
+    if own_tx {
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        if let Err(e) = conn.execute_batch(end) {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(map_error(e));
+        }
+    }
+    result
+}
+
+/// How a column's values are read: SQLite stores booleans as integers, so a
+/// column declared BOOLEAN reads back as `Value::Bool`.
+#[derive(Clone, Copy)]
+enum Hint {
+    Plain,
+    Bool,
+}
+
+fn columns_of(stmt: &rusqlite::Statement<'_>) -> (Arc<[Column]>, Vec<Hint>) {
+    let columns: Arc<[Column]> = stmt
+        .columns()
+        .iter()
+        .map(|c| Column::new(c.name(), c.decl_type().map(str::to_string)))
+        .collect();
+    let hints = columns
+        .iter()
+        .map(|c| match c.decl_type().map(str::to_ascii_uppercase).as_deref() {
+            Some("BOOLEAN" | "BOOL") => Hint::Bool,
+            _ => Hint::Plain,
+        })
+        .collect();
+    (columns, hints)
+}
+
+fn read_row(row: &rusqlite::Row<'_>, columns: &Arc<[Column]>, hints: &[Hint]) -> Result<Row> {
+    let mut values = Vec::with_capacity(hints.len());
+    for (i, hint) in hints.iter().enumerate() {
+        let value = match (row.get_ref(i).map_err(map_error)?, hint) {
+            (ValueRef::Null, _) => Value::Null,
+            (ValueRef::Integer(v), Hint::Bool) => Value::Bool(v != 0),
+            (ValueRef::Integer(v), Hint::Plain) => Value::I64(v),
+            (ValueRef::Real(v), _) => Value::F64(v),
+            (ValueRef::Text(t), _) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+            (ValueRef::Blob(b), _) => Value::Bytes(b.to_vec()),
+        };
+        values.push(value);
+    }
+    Ok(Row::new(Arc::clone(columns), values))
+}
+
+fn query(conn: &Sqlite, sql: &str, params: &[Value], limit: usize) -> Result<Vec<Row>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(map_error)?;
+    bind_all(&mut stmt, params)?;
+    let (columns, hints) = columns_of(&stmt);
+    let mut rows = stmt.raw_query();
+    let mut out = Vec::new();
+    while out.len() < limit {
+        match rows.next().map_err(map_error)? {
+            Some(row) => out.push(read_row(row, &columns, &hints)?),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Serves pulls on one query until the puller hangs up. Rows are stepped
+/// only as they are asked for, so memory stays flat for any result size.
+fn serve_rows(conn: &Sqlite, sql: &str, params: &[Value], pulls: &std_mpsc::Receiver<Pull>) {
+    let mut stmt = match conn.prepare_cached(sql).map_err(map_error) {
+        Ok(stmt) => stmt,
+        Err(e) => return fail_pulls(pulls, &e),
+    };
+    if let Err(e) = bind_all(&mut stmt, params) {
+        return fail_pulls(pulls, &e);
+    }
+    let (columns, hints) = columns_of(&stmt);
+    let mut rows = stmt.raw_query();
+    let mut exhausted = false;
+    while let Ok(pull) = pulls.recv() {
+        match pull {
+            Pull::Fetch(n, reply) => {
+                let mut batch = Vec::with_capacity(n.min(1024));
+                let mut result = Ok(());
+                while !exhausted && batch.len() < n {
+                    match rows.next() {
+                        Ok(Some(row)) => match read_row(row, &columns, &hints) {
+                            Ok(r) => batch.push(r),
+                            Err(e) => {
+                                result = Err(e);
+                                break;
+                            }
+                        },
+                        Ok(None) => exhausted = true,
+                        Err(e) => {
+                            result = Err(map_error(e));
+                            exhausted = true;
+                        }
+                    }
+                }
+                let _ = reply.send(result.map(|()| batch));
+            }
+            Pull::Forward(n, reply) => {
+                let mut skipped = 0u64;
+                let mut result = Ok(());
+                while !exhausted && skipped < n {
+                    match rows.next() {
+                        Ok(Some(_)) => skipped += 1,
+                        Ok(None) => exhausted = true,
+                        Err(e) => {
+                            result = Err(map_error(e));
+                            exhausted = true;
+                        }
+                    }
+                }
+                let _ = reply.send(result.map(|()| skipped));
+            }
+        }
+    }
+}
+
+fn fail_pulls(pulls: &std_mpsc::Receiver<Pull>, error: &Error) {
+    let again = || Error::new(error.kind().clone(), error.message().to_string());
+    while let Ok(pull) = pulls.recv() {
+        match pull {
+            Pull::Fetch(_, reply) => drop(reply.send(Err(again()))),
+            Pull::Forward(_, reply) => drop(reply.send(Err(again()))),
+        }
+    }
+}
+
+/// Maps SQLite's result codes onto SQLSTATE classes, so that
+/// `is_unique_violation()` and friends work the same on every dialect.
+fn map_error(e: rusqlite::Error) -> Error {
+    match e {
+        rusqlite::Error::SqliteFailure(failure, message) => {
+            let message = message.unwrap_or_else(|| failure.to_string());
+            let code = match failure.code {
+                rusqlite::ErrorCode::OperationInterrupted => {
+                    return Error::new(
+                        ErrorKind::Interrupted,
+                        format!("statement interrupted: {message}"),
+                    );
+                }
+                rusqlite::ErrorCode::ConstraintViolation => match failure.extended_code {
+                    ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => "23505",
+                    ffi::SQLITE_CONSTRAINT_NOTNULL => "23502",
+                    ffi::SQLITE_CONSTRAINT_FOREIGNKEY => "23503",
+                    ffi::SQLITE_CONSTRAINT_CHECK => "23514",
+                    _ => "23000",
+                },
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => "55P03",
+                rusqlite::ErrorCode::ReadOnly => "25006",
+                _ if message.contains("syntax error") => "42601",
+                _ if message.starts_with("no such table") => "42P01",
+                _ if message.starts_with("no such column") => "42703",
+                _ => "HY000",
+            };
+            Error::database(code, message)
+        }
+        rusqlite::Error::SqlInputError { msg, sql, offset, .. } => {
+            Error::database("42601", format!("{msg} at offset {offset} of: {sql}"))
+        }
+        rusqlite::Error::InvalidParameterCount(given, expected) => Error::new(
+            ErrorKind::Param,
+            format!("the statement has {expected} placeholders but {given} values were given"),
+        ),
+        other => Error::database("HY000", other.to_string()),
+    }
+}

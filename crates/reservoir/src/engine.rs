@@ -1,0 +1,415 @@
+//! `Engine`: URL -> driver -> pool, plus connectionless execution.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::connection::Connection;
+use crate::driver::{self, Driver, DriverOptions};
+use crate::error::{Error, ErrorKind, Result};
+use crate::manager::DriverManager;
+use crate::params::IntoParams;
+use crate::pool::{CloseOptions, Pool, PoolConfig, PoolStats, PoolStatus};
+use crate::row::Row;
+use crate::transaction::{Transaction, TxOptions};
+use crate::url::{DatabaseUrl, Dialect};
+use crate::value::FromValue;
+
+pub(crate) struct EngineInner {
+    pub pool: Pool<DriverManager>,
+    pub driver: Arc<dyn Driver>,
+    pub url: DatabaseUrl,
+    pub echo: bool,
+}
+
+/// The entry point: a dialect chosen by URL, owning a pool of connections.
+/// Cheap to clone; clones share the pool.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> reservoir::Result<()> {
+/// use reservoir::Engine;
+/// let engine = Engine::connect("sqlite::memory:").await?;
+/// engine.execute("CREATE TABLE employee (id INTEGER PRIMARY KEY, department_id INTEGER)", ()).await?;
+/// engine.execute_many(
+///     "INSERT INTO employee (id, department_id) VALUES (:a, 1)",
+///     (0..10).map(|a| reservoir::params!{"a" => a}),
+/// ).await?;
+/// let n: i64 = engine.fetch_scalar("SELECT count(*) FROM employee", ()).await?;
+/// assert_eq!(n, 10);
+/// engine.close().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("url", &self.inner.url)
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// An engine for `url` with every setting at its default.
+    pub async fn connect(url: &str) -> Result<Engine> {
+        Engine::builder(url).build().await
+    }
+
+    /// Starts configuring an engine for `url` (a string, [`DatabaseUrl`] or
+    /// [`ConnectOptions`](crate::ConnectOptions)).
+    pub fn builder(url: impl IntoUrl) -> EngineBuilder {
+        EngineBuilder {
+            url: url.into_url(),
+            overrides: Overrides::default(),
+        }
+    }
+
+    /// Checks out a connection; it returns to the pool when dropped.
+    #[track_caller]
+    pub fn acquire(&self) -> impl Future<Output = Result<Connection>> + Send + '_ {
+        let acquiring = self.inner.pool.acquire();
+        async move { Ok(Connection::new(acquiring.await?, Arc::clone(&self.inner))) }
+    }
+
+    /// Begins a transaction on a connection of its own.
+    pub async fn begin(&self) -> Result<Transaction<'static>> {
+        self.begin_with(TxOptions::new()).await
+    }
+
+    /// Begins a transaction with options, on a connection of its own.
+    pub async fn begin_with(&self, options: TxOptions) -> Result<Transaction<'static>> {
+        let mut conn = self.acquire().await?;
+        let sql = self.inner.driver.begin_sql(&options)?;
+        conn.simple(&sql).await?;
+        Ok(Transaction::owned(conn, options))
+    }
+
+    /// Runs a statement on a pooled connection; returns the rows affected.
+    pub async fn execute(&self, sql: &str, params: impl IntoParams) -> Result<u64> {
+        self.acquire().await?.execute(sql, params).await
+    }
+
+    /// [`Connection::execute_many`] on a pooled connection.
+    pub async fn execute_many<P: IntoParams>(
+        &self,
+        sql: &str,
+        params: impl IntoIterator<Item = P>,
+    ) -> Result<u64> {
+        self.acquire().await?.execute_many(sql, params).await
+    }
+
+    /// The first row (an error if there is none).
+    pub async fn fetch_one(&self, sql: &str, params: impl IntoParams) -> Result<Row> {
+        self.acquire().await?.fetch_one(sql, params).await
+    }
+
+    /// The first row, if any.
+    pub async fn fetch_optional(&self, sql: &str, params: impl IntoParams) -> Result<Option<Row>> {
+        self.acquire().await?.fetch_optional(sql, params).await
+    }
+
+    /// Every row, buffered.
+    pub async fn fetch_all(&self, sql: &str, params: impl IntoParams) -> Result<Vec<Row>> {
+        self.acquire().await?.fetch_all(sql, params).await
+    }
+
+    /// The first column of the first row.
+    pub async fn fetch_scalar<T: FromValue>(&self, sql: &str, params: impl IntoParams) -> Result<T> {
+        self.acquire().await?.fetch_scalar(sql, params).await
+    }
+
+    /// Every row deserialized into `T`.
+    pub async fn fetch_all_as<T: DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: impl IntoParams,
+    ) -> Result<Vec<T>> {
+        self.acquire().await?.fetch_all_as(sql, params).await
+    }
+
+    /// The pool's occupancy.
+    pub fn status(&self) -> PoolStatus {
+        self.inner.pool.status()
+    }
+
+    /// The pool's counters.
+    pub fn stats(&self) -> PoolStats {
+        self.inner.pool.stats()
+    }
+
+    /// The pool settings in force.
+    pub fn pool_config(&self) -> &PoolConfig {
+        self.inner.pool.config()
+    }
+
+    /// The URL (its password shows as `***` when printed).
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.inner.url
+    }
+
+    /// The database family.
+    pub fn dialect(&self) -> Dialect {
+        self.inner.driver.dialect()
+    }
+
+    /// Replaces every connection: idle ones close now, checked-out ones when
+    /// they come back; the engine keeps serving.
+    pub fn dispose(&self) {
+        self.inner.pool.dispose();
+    }
+
+    /// Refuses new work, closes idle connections and returns when every
+    /// checked-out connection has come back and been closed.
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+
+    /// [`close`](Self::close) with `force` (do not wait) and `interrupt`
+    /// (cancel running statements first).
+    pub async fn close_with(&self, options: CloseOptions) {
+        self.inner.pool.close_with(options).await;
+    }
+}
+
+/// Anything an engine can be built from.
+pub trait IntoUrl {
+    /// The parsed URL, or why it is not one.
+    fn into_url(self) -> Result<DatabaseUrl>;
+}
+
+impl IntoUrl for &str {
+    fn into_url(self) -> Result<DatabaseUrl> {
+        self.parse()
+    }
+}
+
+impl IntoUrl for String {
+    fn into_url(self) -> Result<DatabaseUrl> {
+        self.parse()
+    }
+}
+
+impl IntoUrl for DatabaseUrl {
+    fn into_url(self) -> Result<DatabaseUrl> {
+        Ok(self)
+    }
+}
+
+impl IntoUrl for crate::url::ConnectOptions {
+    fn into_url(self) -> Result<DatabaseUrl> {
+        Ok(self.build())
+    }
+}
+
+/// Settings given by builder calls; they override the URL's.
+#[derive(Default)]
+struct Overrides {
+    pool_size: Option<usize>,
+    max_overflow: Option<usize>,
+    min_size: Option<usize>,
+    pool_timeout: Option<Option<Duration>>,
+    pool_recycle: Option<Option<Duration>>,
+    idle_timeout: Option<Option<Duration>>,
+    pool_use_lifo: Option<bool>,
+    pool_pre_ping: Option<bool>,
+    max_waiting: Option<Option<usize>>,
+    leak_threshold: Option<Option<Duration>>,
+    echo: Option<bool>,
+    statement_cache_size: Option<usize>,
+}
+
+/// Configures an [`Engine`]. Settings may also come as URL query parameters
+/// (`?pool_size=5&pool_timeout=1.5`); builder calls override them.
+#[must_use]
+pub struct EngineBuilder {
+    url: Result<DatabaseUrl>,
+    overrides: Overrides,
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta] $name:ident: $t:ty),* $(,)?) => {$(
+        #[$doc]
+        pub fn $name(mut self, value: $t) -> Self {
+            self.overrides.$name = Some(value.into());
+            self
+        }
+    )*};
+}
+
+impl EngineBuilder {
+    setter! {
+        /// Connections kept open when idle (default 5).
+        pool_size: usize,
+        /// Extra connections beyond `pool_size` (default 10).
+        max_overflow: usize,
+        /// Connections opened at build and kept (default 0).
+        min_size: usize,
+        /// Longest wait in acquire (default 30 s).
+        pool_timeout: Duration,
+        /// Replace connections older than this (default none).
+        pool_recycle: Duration,
+        /// Close idle connections above `min_size` after this long (default none).
+        idle_timeout: Duration,
+        /// Hand out the most recently returned connection first (default false).
+        pool_use_lifo: bool,
+        /// Ping connections before handing them out (default false).
+        pool_pre_ping: bool,
+        /// Backlog bound; `None` unbounded (default 5 x capacity).
+        max_waiting: Option<usize>,
+        /// Warn about connections held longer than this (default none).
+        leak_threshold: Duration,
+        /// Log every statement at INFO through `tracing` (default false).
+        echo: bool,
+        /// Prepared statements cached per connection (default 128).
+        statement_cache_size: usize,
+    }
+
+    /// Opens the pool (and `min_size` connections) and returns the engine.
+    pub async fn build(self) -> Result<Engine> {
+        let url = self.url?;
+        let settings = Settings::from_url(&url)?.overridden_by(self.overrides);
+        let driver_options = DriverOptions {
+            statement_cache_size: settings.statement_cache_size,
+        };
+        let driver = driver::for_url(&url, &driver_options)?;
+        let pool = Pool::builder(DriverManager {
+            driver: Arc::clone(&driver),
+        })
+        .config(settings.pool)
+        .build()
+        .await?;
+        Ok(Engine {
+            inner: Arc::new(EngineInner {
+                pool,
+                driver,
+                url,
+                echo: settings.echo,
+            }),
+        })
+    }
+}
+
+/// The query parameters the engine itself reads; drivers reject any other
+/// parameter they do not know.
+pub(crate) const ENGINE_KEYS: &[&str] = &[
+    "pool_size",
+    "max_overflow",
+    "min_size",
+    "pool_timeout",
+    "pool_recycle",
+    "idle_timeout",
+    "pool_use_lifo",
+    "pool_pre_ping",
+    "max_waiting",
+    "leak_threshold",
+    "echo",
+    "statement_cache_size",
+];
+
+struct Settings {
+    pool: PoolConfig,
+    max_waiting_given: bool,
+    echo: bool,
+    statement_cache_size: usize,
+}
+
+fn bad_setting(key: &str, value: &str, expected: &str) -> Error {
+    Error::new(
+        ErrorKind::Url,
+        format!("URL parameter {key}={value:?} is not {expected}"),
+    )
+}
+
+impl Settings {
+    fn from_url(url: &DatabaseUrl) -> Result<Settings> {
+        let count = |key: &str| -> Result<Option<usize>> {
+            url.param(key)
+                .map(|v| v.parse().map_err(|_| bad_setting(key, v, "a whole number")))
+                .transpose()
+        };
+        let seconds = |key: &str| -> Result<Option<Duration>> {
+            url.param(key)
+                .map(|v| {
+                    v.parse::<f64>()
+                        .ok()
+                        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                        .ok_or_else(|| bad_setting(key, v, "a number of seconds"))
+                })
+                .transpose()
+        };
+        let flag = |key: &str| -> Result<Option<bool>> {
+            url.param(key)
+                .map(|v| match v {
+                    "true" | "1" | "yes" | "on" => Ok(true),
+                    "false" | "0" | "no" | "off" => Ok(false),
+                    _ => Err(bad_setting(key, v, "true or false")),
+                })
+                .transpose()
+        };
+        let mut pool = PoolConfig::default();
+        if let Some(v) = count("pool_size")? {
+            pool.pool_size = v;
+        }
+        if let Some(v) = count("max_overflow")? {
+            pool.max_overflow = v;
+        }
+        if let Some(v) = count("min_size")? {
+            pool.min_size = v;
+        }
+        if let Some(v) = seconds("pool_timeout")? {
+            pool.pool_timeout = Some(v);
+        }
+        pool.pool_recycle = seconds("pool_recycle")?.or(pool.pool_recycle);
+        pool.idle_timeout = seconds("idle_timeout")?.or(pool.idle_timeout);
+        pool.leak_threshold = seconds("leak_threshold")?.or(pool.leak_threshold);
+        pool.pool_use_lifo = flag("pool_use_lifo")?.unwrap_or(pool.pool_use_lifo);
+        pool.pool_pre_ping = flag("pool_pre_ping")?.unwrap_or(pool.pool_pre_ping);
+        let mut max_waiting_given = false;
+        if let Some(v) = url.param("max_waiting") {
+            max_waiting_given = true;
+            pool.max_waiting = match v {
+                "none" | "unbounded" => None,
+                v => Some(
+                    v.parse()
+                        .map_err(|_| bad_setting("max_waiting", v, "a whole number or none"))?,
+                ),
+            };
+        }
+        Ok(Settings {
+            pool,
+            max_waiting_given,
+            echo: flag("echo")?.unwrap_or(false),
+            statement_cache_size: count("statement_cache_size")?
+                .unwrap_or(DriverOptions::default().statement_cache_size),
+        })
+    }
+
+    fn overridden_by(mut self, o: Overrides) -> Settings {
+        let p = &mut self.pool;
+        p.pool_size = o.pool_size.unwrap_or(p.pool_size);
+        p.max_overflow = o.max_overflow.unwrap_or(p.max_overflow);
+        p.min_size = o.min_size.unwrap_or(p.min_size);
+        p.pool_timeout = o.pool_timeout.unwrap_or(p.pool_timeout);
+        p.pool_recycle = o.pool_recycle.unwrap_or(p.pool_recycle);
+        p.idle_timeout = o.idle_timeout.unwrap_or(p.idle_timeout);
+        p.pool_use_lifo = o.pool_use_lifo.unwrap_or(p.pool_use_lifo);
+        p.pool_pre_ping = o.pool_pre_ping.unwrap_or(p.pool_pre_ping);
+        p.leak_threshold = o.leak_threshold.unwrap_or(p.leak_threshold);
+        if let Some(max) = o.max_waiting {
+            p.max_waiting = max;
+            self.max_waiting_given = true;
+        }
+        if !self.max_waiting_given {
+            p.max_waiting = Some(PoolConfig::default_max_waiting(p.pool_size, p.max_overflow));
+        }
+        self.echo = o.echo.unwrap_or(self.echo);
+        self.statement_cache_size = o.statement_cache_size.unwrap_or(self.statement_cache_size);
+        self
+    }
+}

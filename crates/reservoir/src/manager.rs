@@ -1,0 +1,40 @@
+//! The pool's view of a database connection: opens through the engine's
+//! driver, rolls back on return, discards when broken.
+
+use std::sync::Arc;
+
+use crate::driver::{Driver, RawConnection};
+use crate::error::Result;
+use crate::pool::{Interrupt, Manager};
+
+pub(crate) struct DriverManager {
+    pub driver: Arc<dyn Driver>,
+}
+
+impl Manager for DriverManager {
+    type Connection = Box<dyn RawConnection>;
+
+    async fn connect(&self) -> Result<Self::Connection> {
+        self.driver.connect().await
+    }
+
+    async fn ping(&self, conn: &mut Self::Connection) -> Result<()> {
+        conn.ping().await
+    }
+
+    fn is_broken(&self, conn: &Self::Connection) -> bool {
+        conn.is_broken()
+    }
+
+    fn needs_reset(&self, conn: &Self::Connection) -> bool {
+        conn.in_transaction()
+    }
+
+    async fn reset(&self, conn: &mut Self::Connection) -> Result<()> {
+        conn.reset().await
+    }
+
+    fn interrupt_handle(&self, conn: &Self::Connection) -> Option<Arc<dyn Interrupt>> {
+        conn.interrupt_handle()
+    }
+}
