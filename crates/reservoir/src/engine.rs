@@ -270,7 +270,9 @@ impl EngineBuilder {
         statement_cache_size: usize,
     }
 
-    /// Opens the pool (and `min_size` connections) and returns the engine.
+    /// Opens the pool and one connection (or `min_size`), so that a wrong
+    /// URL, password or path fails here with [`ErrorKind::Connect`], not at
+    /// the first statement.
     pub async fn build(self) -> Result<Engine> {
         let url = self.url?;
         let settings = Settings::from_url(&url)?.overridden_by(self.overrides);
@@ -284,6 +286,9 @@ impl EngineBuilder {
         .config(settings.pool)
         .build()
         .await?;
+        if pool.config().min_size == 0 {
+            drop(pool.acquire().await?);
+        }
         Ok(Engine {
             inner: Arc::new(EngineInner {
                 pool,

@@ -187,6 +187,16 @@ impl<'c> Transaction<'c> {
     }
 }
 
+impl std::fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("depth", &self.depth)
+            .field("options", &self.options)
+            .field("connection", &**self)
+            .finish()
+    }
+}
+
 impl Deref for Transaction<'_> {
     type Target = Connection;
     fn deref(&self) -> &Connection {

@@ -440,7 +440,7 @@ mod tests {
         assert_eq!(d, NaiveDate::from_ymd_opt(2024, 2, 29).unwrap());
         let ts: NaiveDateTime = FromValue::from_value(&Value::Text("2024-02-29 10:11:12.5".into())).unwrap();
         assert_eq!(ts.to_string(), "2024-02-29 10:11:12.500");
-        let u = Uuid::new_v4();
+        let u = Uuid::from_u128(42 << 64 | 7);
         assert_eq!(Uuid::from_value(&Value::Text(u.to_string())), Some(u));
         assert_eq!(Uuid::from_value(&Value::Bytes(u.as_bytes().to_vec())), Some(u));
         assert_eq!(Option::<i64>::from_value(&Value::Null), Some(None));

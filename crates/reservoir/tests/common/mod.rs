@@ -1,0 +1,94 @@
+//! Behaviour tests are written once and run on every dialect this build
+//! has (see `per_dialect!`).
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use reservoir::{Dialect, Engine, EngineBuilder};
+
+/// One dialect under test: how to reach it and what its SQL looks like.
+#[derive(Clone, Copy, Debug)]
+pub struct Db {
+    pub dialect: Dialect,
+}
+
+impl Db {
+    pub fn sqlite() -> Db {
+        Db {
+            dialect: Dialect::Sqlite,
+        }
+    }
+
+    /// A URL for a database of this dialect that no other test uses at the
+    /// same time (SQLite: a private in-memory database).
+    pub fn url(&self) -> String {
+        match self.dialect {
+            Dialect::Sqlite => "sqlite::memory:".into(),
+            other => panic!("no test server configured for {other:?}"),
+        }
+    }
+
+    pub fn builder(&self) -> EngineBuilder {
+        Engine::builder(self.url())
+    }
+
+    pub async fn engine(&self) -> Engine {
+        self.builder().build().await.expect("engine")
+    }
+
+    /// A statement that runs until interrupted.
+    pub fn endless_query(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => {
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+            }
+            _ => "SELECT pg_sleep(30)",
+        }
+    }
+
+    /// A query producing the integers 1..=n in column `x`.
+    pub fn series(&self, n: u64) -> String {
+        match self.dialect {
+            Dialect::Sqlite => format!(
+                "WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < {n}) SELECT x FROM s"
+            ),
+            _ => format!("SELECT x FROM generate_series(1, {n}) AS x"),
+        }
+    }
+}
+
+/// A table name no concurrently running test uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Resident memory of this process, in bytes.
+pub fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// `per_dialect!(case)` runs `async fn case(db: Db)` once per dialect, as
+/// the tests `case::sqlite`, `case::postgres`, ...
+#[macro_export]
+macro_rules! per_dialect {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$case($crate::common::Db::sqlite()).await;
+            }
+        }
+    )*};
+}

@@ -1,0 +1,696 @@
+//! Engine behaviour on a real database, every test run per dialect.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Db, rss_bytes, unique};
+use reservoir::{CloseOptions, Engine, ErrorKind, Isolation, Row, TxOptions, Value, params};
+use serde::Deserialize;
+
+async fn employee_table(engine: &Engine) -> String {
+    let t = unique("employee");
+    engine
+        .execute(
+            &format!("CREATE TABLE {t} (id INTEGER PRIMARY KEY, department_id INTEGER NOT NULL, name TEXT)"),
+            (),
+        )
+        .await
+        .unwrap();
+    t
+}
+
+async fn count(engine: &Engine, table: &str) -> i64 {
+    engine
+        .fetch_scalar(&format!("SELECT count(*) FROM {table}"), ())
+        .await
+        .unwrap()
+}
+
+per_dialect!(
+    every_fetch_method,
+    execute_many_is_atomic,
+    fetch_one_without_rows_is_an_error,
+    values_round_trip,
+    bad_parameters_are_rejected_before_anything_is_sent,
+    database_errors_are_classified,
+    commit_rollback_and_drop,
+    savepoints_three_deep,
+    nested_isolation_change_is_an_error,
+    a_connection_returned_inside_a_transaction_is_rolled_back,
+    a_dropped_query_future_leaves_the_connection_clean,
+    streaming_a_million_rows_keeps_memory_flat,
+    a_stream_dropped_early_frees_the_connection,
+    cursors_forward_and_fetch,
+    close_with_interrupt_cancels_a_running_statement,
+    close_waits_for_checked_out_connections,
+    flood_is_served_up_to_capacity_plus_backlog,
+    url_settings_and_builder_overrides,
+);
+
+async fn every_fetch_method(db: Db) {
+    let engine = db.engine().await;
+    let t = employee_table(&engine).await;
+    let n = engine
+        .execute(
+            &format!("INSERT INTO {t} (id, department_id, name) VALUES (:id, :d, :n)"),
+            params! {"id" => 1, "d" => 10, "n" => "ann"},
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    engine
+        .execute_many(
+            &format!("INSERT INTO {t} (id, department_id, name) VALUES (:id, :d, :n)"),
+            (2..=5).map(|i| params! {"id" => i, "d" => 20, "n" => format!("e{i}")}),
+        )
+        .await
+        .unwrap();
+    let mut conn = engine.acquire().await.unwrap();
+    let row = conn
+        .fetch_one(
+            &format!("SELECT id, name FROM {t} WHERE id = :id"),
+            params! {"id" => 1},
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<i64>("id").unwrap(), 1);
+    assert_eq!(row.get::<String>(1).unwrap(), "ann");
+    assert_eq!(row.len(), 2);
+    assert_eq!(row.columns()[1].name(), "name");
+    assert!(
+        conn.fetch_optional(&format!("SELECT id FROM {t} WHERE id = 99"), ())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let all = conn
+        .fetch_all(&format!("SELECT id FROM {t} ORDER BY id"), ())
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.get::<i64>(0).unwrap()).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    let total: i64 = conn
+        .fetch_scalar(&format!("SELECT sum(department_id) FROM {t}"), ())
+        .await
+        .unwrap();
+    assert_eq!(total, 90);
+
+    #[derive(Deserialize, Debug, PartialEq)]
+    struct Emp {
+        id: i64,
+        department_id: i32,
+        name: Option<String>,
+    }
+    let emps: Vec<Emp> = engine
+        .fetch_all_as(
+            &format!("SELECT id, department_id, name FROM {t} WHERE id <= 2 ORDER BY id"),
+            (),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        emps[1],
+        Emp {
+            id: 2,
+            department_id: 20,
+            name: Some("e2".into())
+        }
+    );
+    let err = row.get::<Vec<u8>>("name").unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Decode);
+    assert!(
+        err.to_string().contains("'name'") && err.to_string().contains("TEXT"),
+        "{err}"
+    );
+    assert!(row.get::<i64>("nope").is_err());
+    assert_eq!(row.try_get::<i64>("nope"), None);
+}
+
+async fn execute_many_is_atomic(db: Db) {
+    let engine = db.engine().await;
+    let t = employee_table(&engine).await;
+    let rows = [(1, 1), (2, 1), (1, 1)]; // the third repeats a primary key
+    let err = engine
+        .execute_many(
+            &format!("INSERT INTO {t} (id, department_id) VALUES (:id, :d)"),
+            rows.iter().map(|(id, d)| params! {"id" => *id, "d" => *d}),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_unique_violation(), "{err}");
+    assert_eq!(count(&engine, &t).await, 0, "nothing of a failed batch is kept");
+    let none: Vec<reservoir::Params> = Vec::new();
+    assert_eq!(
+        engine
+            .execute_many(
+                &format!("INSERT INTO {t} (id, department_id) VALUES (:id, :d)"),
+                none
+            )
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+async fn fetch_one_without_rows_is_an_error(db: Db) {
+    let engine = db.engine().await;
+    let t = employee_table(&engine).await;
+    let err = engine
+        .fetch_one(&format!("SELECT * FROM {t}"), ())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::NoRows);
+    let err = engine
+        .fetch_scalar::<i64>(&format!("SELECT id FROM {t}"), ())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::NoRows);
+}
+
+async fn values_round_trip(db: Db) {
+    use chrono::{NaiveDate, TimeZone, Utc};
+    use rust_decimal::Decimal;
+    let engine = db.engine().await;
+    let uuid = uuid::Uuid::from_u128(0x1234_5678_9abc_def0_0fed_cba9_8765_4321);
+    let date = NaiveDate::from_ymd_opt(2024, 2, 29).unwrap();
+    let time = chrono::NaiveTime::from_hms_micro_opt(23, 59, 58, 250_000).unwrap();
+    let ts = date.and_time(time);
+    let tstz = Utc.with_ymd_and_hms(2024, 1, 2, 3, 4, 5).unwrap();
+    let dec: Decimal = "12345.6789".parse().unwrap();
+    let json = serde_json::json!({"a": [1, 2, {"b": null}]});
+    let row = engine
+        .fetch_one(
+            "SELECT :b AS b, :i AS i, :big AS big, :f AS f, :t AS t, :bytes AS bytes, :dec AS dec, \
+             :date AS date, :time AS time, :ts AS ts, :tstz AS tstz, :uuid AS uuid, :json AS json, :null AS null_col",
+            params! {
+                "b" => true, "i" => -7i32, "big" => i64::MAX, "f" => 1.5f64, "t" => "ünïcödé 'q'",
+                "bytes" => vec![0u8, 255, 7], "dec" => dec, "date" => date, "time" => time, "ts" => ts,
+                "tstz" => tstz, "uuid" => uuid, "json" => json.clone(), "null" => Option::<i64>::None
+            },
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<bool>("b").unwrap());
+    assert_eq!(row.get::<i32>("i").unwrap(), -7);
+    assert_eq!(row.get::<i64>("big").unwrap(), i64::MAX);
+    assert_eq!(row.get::<f64>("f").unwrap(), 1.5);
+    assert_eq!(row.get::<String>("t").unwrap(), "ünïcödé 'q'");
+    assert_eq!(row.get::<Vec<u8>>("bytes").unwrap(), vec![0u8, 255, 7]);
+    assert_eq!(row.get::<Decimal>("dec").unwrap(), dec);
+    assert_eq!(row.get::<NaiveDate>("date").unwrap(), date);
+    assert_eq!(row.get::<chrono::NaiveTime>("time").unwrap(), time);
+    assert_eq!(row.get::<chrono::NaiveDateTime>("ts").unwrap(), ts);
+    assert_eq!(row.get::<chrono::DateTime<Utc>>("tstz").unwrap(), tstz);
+    assert_eq!(row.get::<uuid::Uuid>("uuid").unwrap(), uuid);
+    assert_eq!(row.get::<serde_json::Value>("json").unwrap(), json);
+    assert_eq!(row.get::<Option<i64>>("null_col").unwrap(), None);
+    assert!(row.value("null_col").unwrap().is_null());
+    let err = row.get::<i64>("null_col").unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Decode);
+}
+
+async fn bad_parameters_are_rejected_before_anything_is_sent(db: Db) {
+    let engine = db.engine().await;
+    let t = employee_table(&engine).await;
+    let insert = format!("INSERT INTO {t} (id, department_id) VALUES (:id, :dept)");
+    let err = engine.execute(&insert, params! {"id" => 1}).await.unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Param);
+    assert!(err.to_string().contains(":dept"), "{err}");
+    let err = engine
+        .execute(&insert, params! {"id" => 1, "dept" => 2, "typo" => 3})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(":typo"), "{err}");
+    let err = engine
+        .execute(&format!("SELECT * FROM {t} WHERE id = :id"), Vec::<Value>::new())
+        .await;
+    assert_eq!(err.unwrap_err().kind(), &ErrorKind::Param);
+    assert_eq!(count(&engine, &t).await, 0);
+    let err = reservoir::Params::from_serde(&[1, 2]).unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Param);
+}
+
+async fn database_errors_are_classified(db: Db) {
+    let engine = db.engine().await;
+    let t = employee_table(&engine).await;
+    let insert = format!("INSERT INTO {t} (id, department_id) VALUES (:id, 1)");
+    engine.execute(&insert, params! {"id" => 1}).await.unwrap();
+    let err = engine.execute(&insert, params! {"id" => 1}).await.unwrap_err();
+    assert!(err.is_unique_violation(), "{err:?}");
+    let err = engine
+        .execute(&format!("INSERT INTO {t} (id) VALUES (2)"), ())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("23502"), "not null: {err:?}");
+    let err = engine.execute("SELEC nonsense", ()).await.unwrap_err();
+    assert_eq!(err.code(), Some("42601"), "syntax: {err:?}");
+    let err = engine
+        .fetch_all("SELECT * FROM no_such_table_here", ())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("42P01"), "{err:?}");
+    // The connection that saw the errors is still fine.
+    assert_eq!(count(&engine, &t).await, 1);
+}
+
+async fn commit_rollback_and_drop(db: Db) {
+    let engine = db.engine().await;
+    let t = employee_table(&engine).await;
+    let insert = format!("INSERT INTO {t} (id, department_id) VALUES (:id, 1)");
+    let mut conn = engine.acquire().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    tx.execute(&insert, params! {"id" => 1}).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    tx.execute(&insert, params! {"id" => 2}).await.unwrap();
+    tx.rollback().await.unwrap();
+    {
+        let mut tx = conn.begin().await.unwrap();
+        tx.execute(&insert, params! {"id" => 3}).await.unwrap();
+        // dropped without commit
+    }
+    let ids: Vec<i64> = conn
+        .fetch_all(&format!("SELECT id FROM {t}"), ())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0).unwrap())
+        .collect();
+    assert_eq!(ids, [1]);
+    drop(conn);
+    // engine.begin() owns its connection.
+    let mut tx = engine.begin().await.unwrap();
+    tx.execute(&insert, params! {"id" => 4}).await.unwrap();
+    tx.commit().await.unwrap();
+    let tx = engine.begin_with(TxOptions::new().read_only(true)).await.unwrap();
+    drop(tx);
+    assert_eq!(count(&engine, &t).await, 2);
+}
+
+async fn savepoints_three_deep(db: Db) {
+    let engine = db.engine().await;
+    let t = employee_table(&engine).await;
+    let insert = format!("INSERT INTO {t} (id, department_id) VALUES (:id, 1)");
+    let mut conn = engine.acquire().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    tx.execute(&insert, params! {"id" => 1}).await.unwrap();
+    {
+        let mut sp1 = tx.begin().await.unwrap();
+        assert_eq!(sp1.depth(), 2);
+        sp1.execute(&insert, params! {"id" => 2}).await.unwrap();
+        {
+            let mut sp2 = sp1.begin().await.unwrap();
+            sp2.execute(&insert, params! {"id" => 3}).await.unwrap();
+            {
+                let mut sp3 = sp2.begin().await.unwrap();
+                assert_eq!(sp3.depth(), 4);
+                sp3.execute(&insert, params! {"id" => 4}).await.unwrap();
+                sp3.commit().await.unwrap();
+            }
+            sp2.rollback().await.unwrap(); // undoes 3 and 4
+        }
+        {
+            let mut sp2 = sp1.begin().await.unwrap();
+            sp2.execute(&insert, params! {"id" => 5}).await.unwrap();
+            // dropped: rolls back to itself
+        }
+        sp1.execute(&insert, params! {"id" => 6}).await.unwrap();
+        sp1.commit().await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let ids: Vec<i64> = conn
+        .fetch_all(&format!("SELECT id FROM {t} ORDER BY id"), ())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0).unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2, 6]);
+}
+
+async fn nested_isolation_change_is_an_error(db: Db) {
+    let engine = db.engine().await;
+    let mut conn = engine.acquire().await.unwrap();
+    let mut tx = conn
+        .begin_with(TxOptions::new().isolation(Isolation::Serializable))
+        .await
+        .unwrap();
+    let same = tx
+        .begin_with(TxOptions::new().isolation(Isolation::Serializable))
+        .await;
+    assert!(same.is_ok());
+    drop(same);
+    let err = tx
+        .begin_with(TxOptions::new().isolation(Isolation::ReadCommitted))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Usage);
+    assert!(err.to_string().contains("READ COMMITTED"), "{err}");
+    tx.commit().await.unwrap();
+}
+
+async fn a_connection_returned_inside_a_transaction_is_rolled_back(db: Db) {
+    let engine = db.builder().pool_size(1).max_overflow(0).build().await.unwrap();
+    let t = employee_table(&engine).await;
+    let mut conn = engine.acquire().await.unwrap();
+    let begin = match db.dialect {
+        reservoir::Dialect::Sqlite => "BEGIN IMMEDIATE",
+        _ => "BEGIN",
+    };
+    conn.execute(begin, ()).await.unwrap();
+    conn.execute(&format!("INSERT INTO {t} (id, department_id) VALUES (1, 1)"), ())
+        .await
+        .unwrap();
+    let id = conn.id();
+    drop(conn); // raw BEGIN: the pool must roll it back
+    let mut conn = engine.acquire().await.unwrap();
+    assert_eq!(conn.id(), id, "same raw connection, reset");
+    conn.execute(begin, ())
+        .await
+        .expect("not inside a transaction any more");
+    conn.execute("ROLLBACK", ()).await.unwrap();
+    drop(conn);
+    assert_eq!(count(&engine, &t).await, 0);
+}
+
+async fn a_dropped_query_future_leaves_the_connection_clean(db: Db) {
+    let engine = db.builder().pool_size(1).max_overflow(0).build().await.unwrap();
+    let t = employee_table(&engine).await;
+    {
+        let mut conn = engine.acquire().await.unwrap();
+        let mut tx = conn.begin().await.unwrap();
+        tx.execute(&format!("INSERT INTO {t} (id, department_id) VALUES (1, 1)"), ())
+            .await
+            .unwrap();
+        // Drop a slow statement mid-flight, then the transaction, then the connection.
+        let sql = db.series(300_000);
+        let slow = tx.fetch_all(&sql, ());
+        let _ = tokio::time::timeout(Duration::from_millis(1), slow).await;
+    }
+    let mut conn = engine.acquire().await.unwrap();
+    let n: i64 = conn
+        .fetch_scalar(&format!("SELECT count(*) FROM {t}"), ())
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "the dropped transaction was rolled back");
+    let n: i64 = conn.fetch_scalar("SELECT 41 + 1", ()).await.unwrap();
+    assert_eq!(n, 42);
+}
+
+async fn streaming_a_million_rows_keeps_memory_flat(db: Db) {
+    let engine = db.engine().await;
+    let mut conn = engine.acquire().await.unwrap();
+    let sql = db.series(1_000_000);
+    let mut stream = conn.fetch(&sql, ());
+    let before = rss_bytes();
+    let mut peak = before;
+    let (mut n, mut sum) = (0u64, 0i64);
+    while let Some(row) = stream.next().await {
+        let x: i64 = row.unwrap().get(0).unwrap();
+        n += 1;
+        sum += x;
+        if n % 50_000 == 0 {
+            peak = peak.max(rss_bytes());
+        }
+    }
+    assert_eq!(n, 1_000_000);
+    assert_eq!(sum, 500_000_500_000);
+    let grew = peak.saturating_sub(before);
+    assert!(
+        grew < 32 << 20,
+        "memory grew by {} MiB while streaming",
+        grew >> 20
+    );
+}
+
+async fn a_stream_dropped_early_frees_the_connection(db: Db) {
+    let engine = db.builder().pool_size(1).max_overflow(0).build().await.unwrap();
+    let mut conn = engine.acquire().await.unwrap();
+    {
+        let mut stream = conn.fetch(&db.series(1_000_000), ());
+        let first = stream.next().await.unwrap().unwrap();
+        assert_eq!(first.get::<i64>(0).unwrap(), 1);
+    }
+    let n: i64 = conn.fetch_scalar("SELECT 7", ()).await.unwrap();
+    assert_eq!(n, 7);
+    let mut bad = conn.fetch("SELECT * FROM no_such_table_at_all", ());
+    assert!(bad.next().await.unwrap().is_err());
+    assert!(bad.next().await.is_none());
+}
+
+async fn cursors_forward_and_fetch(db: Db) {
+    let engine = db.engine().await;
+    let mut conn = engine.acquire().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    {
+        let mut cur = tx.cursor(&db.series(1000), ()).await.unwrap();
+        assert_eq!(cur.forward(500).await.unwrap(), 500);
+        let batch: Vec<Row> = cur.fetch(100).await.unwrap();
+        assert_eq!(batch.len(), 100);
+        assert_eq!(batch[0].get::<i64>(0).unwrap(), 501);
+        assert!(cur.fetch(0).await.unwrap().is_empty());
+        assert_eq!(
+            cur.fetch_one().await.unwrap().unwrap().get::<i64>(0).unwrap(),
+            601
+        );
+        assert_eq!(cur.forward(1000).await.unwrap(), 399, "forward stops at the end");
+        assert!(cur.fetch(10).await.unwrap().is_empty());
+        assert!(cur.fetch_one().await.unwrap().is_none());
+    }
+    tx.commit().await.unwrap();
+}
+
+async fn close_with_interrupt_cancels_a_running_statement(db: Db) {
+    let engine = db.engine().await;
+    let running = {
+        let engine = engine.clone();
+        let sql = db.endless_query();
+        tokio::spawn(async move { engine.fetch_one(sql, ()).await })
+    };
+    while engine.status().in_use == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        engine.close_with(CloseOptions {
+            force: false,
+            interrupt: true,
+        }),
+    )
+    .await
+    .expect("close with interrupt returns quickly");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let err = running.await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Interrupted, "{err:?}");
+    assert_eq!(engine.acquire().await.unwrap_err().kind(), &ErrorKind::PoolClosed);
+}
+
+async fn close_waits_for_checked_out_connections(db: Db) {
+    let engine = db.engine().await;
+    let conn = engine.acquire().await.unwrap();
+    let closing = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.close().await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!closing.is_finished());
+    assert_eq!(
+        engine.execute("SELECT 1", ()).await.unwrap_err().kind(),
+        &ErrorKind::PoolClosed
+    );
+    drop(conn);
+    tokio::time::timeout(Duration::from_secs(5), closing)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(engine.status().size, 0);
+}
+
+async fn flood_is_served_up_to_capacity_plus_backlog(db: Db) {
+    let engine = db
+        .builder()
+        .pool_size(5)
+        .max_overflow(5)
+        .max_waiting(Some(50))
+        .pool_timeout(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap();
+    let results = futures_util::future::join_all((0..1000).map(|_| {
+        let engine = engine.clone();
+        async move {
+            let mut conn = engine.acquire().await?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            conn.fetch_one("SELECT 1", ()).await.map(|_| ())
+        }
+    }))
+    .await;
+    let served = results.iter().filter(|r| r.is_ok()).count();
+    let rejected = results
+        .iter()
+        .filter(|r| matches!(r, Err(e) if e.kind() == &ErrorKind::PoolOverloaded))
+        .count();
+    assert_eq!((served, rejected), (60, 940));
+    assert_eq!(engine.stats().rejected, 940);
+}
+
+async fn url_settings_and_builder_overrides(db: Db) {
+    let url = format!(
+        "{}?pool_size=3&max_overflow=1&pool_timeout=1.5&pool_use_lifo=true",
+        db.url()
+    );
+    let engine = Engine::builder(url.as_str())
+        .max_overflow(2)
+        .build()
+        .await
+        .unwrap();
+    let cfg = engine.pool_config();
+    assert_eq!(
+        (cfg.pool_size, cfg.max_overflow),
+        (3, 2),
+        "builder overrides the URL"
+    );
+    assert_eq!(cfg.pool_timeout, Some(Duration::from_millis(1500)));
+    assert!(cfg.pool_use_lifo);
+    assert_eq!(cfg.max_waiting, Some(25), "5 x capacity by default");
+    let err = Engine::connect(&format!("{}?pool_size=many", db.url()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Url);
+    assert!(err.to_string().contains("pool_size"), "{err}");
+    let err = Engine::builder(db.url())
+        .pool_size(0)
+        .max_overflow(0)
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Config);
+}
+
+// ---- SQLite specifics ---------------------------------------------------
+
+#[tokio::test]
+async fn sqlite_memory_is_one_database_per_engine_and_outlives_idle_connections() {
+    let engine = Engine::builder("sqlite::memory:")
+        .pool_size(0)
+        .max_overflow(3)
+        .build()
+        .await
+        .unwrap();
+    engine.execute("CREATE TABLE kept (x INTEGER)", ()).await.unwrap();
+    engine.execute("INSERT INTO kept VALUES (1)", ()).await.unwrap();
+    assert_eq!(engine.status().size, 0, "pool_size 0 closed every connection");
+    let mut a = engine.acquire().await.unwrap();
+    let mut b = engine.acquire().await.unwrap();
+    assert_ne!(a.id(), b.id());
+    assert_eq!(
+        a.fetch_scalar::<i64>("SELECT count(*) FROM kept", ())
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        b.fetch_scalar::<i64>("SELECT count(*) FROM kept", ())
+            .await
+            .unwrap(),
+        1
+    );
+    drop((a, b));
+    let other = Engine::connect("sqlite::memory:").await.unwrap();
+    assert!(
+        other.fetch_all("SELECT * FROM kept", ()).await.is_err(),
+        "engines do not share memory databases"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_file_database_takes_concurrent_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("writers.db").display());
+    let engine = Engine::builder(url.as_str()).pool_size(8).build().await.unwrap();
+    engine
+        .execute("CREATE TABLE w (task INTEGER, i INTEGER)", ())
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    let mut tx = engine.begin().await?;
+                    tx.execute("INSERT INTO w VALUES (?, ?)", (task, i)).await?;
+                    let n: i64 = tx
+                        .fetch_scalar("SELECT count(*) FROM w WHERE task = ?", (task,))
+                        .await?;
+                    assert_eq!(n, i + 1);
+                    tx.commit().await?;
+                }
+                Ok::<_, reservoir::Error>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await
+            .unwrap()
+            .expect("no SQLITE_BUSY: writers wait for each other");
+    }
+    assert_eq!(
+        engine
+            .fetch_scalar::<i64>("SELECT count(*) FROM w", ())
+            .await
+            .unwrap(),
+        200
+    );
+    let mode: String = engine.fetch_scalar("PRAGMA journal_mode", ()).await.unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn bad_urls_are_url_errors() {
+    for (url, says) in [
+        ("nosuch://x", "unknown scheme"),
+        ("sqlite::memory:?frobnicate=1", "frobnicate"),
+        ("sqlite::memory:?pool_pre_ping=maybe", "pool_pre_ping"),
+    ] {
+        let err = Engine::connect(url).await.unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::Url, "{url}");
+        assert!(err.to_string().contains(says), "{url}: {err}");
+    }
+    let err = Engine::connect("sqlite:///no/such/dir/x.db").await.unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Connect, "{err}");
+}
+
+#[tokio::test]
+async fn dropping_the_engine_stops_its_worker_threads() {
+    fn sqlite_threads() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|c| c.trim() == "reservoir-sqlit")
+            .count()
+    }
+    let before = sqlite_threads();
+    let engine = Engine::builder("sqlite::memory:")
+        .min_size(3)
+        .build()
+        .await
+        .unwrap();
+    assert!(sqlite_threads() >= before + 3);
+    drop(engine);
+    for _ in 0..100 {
+        if sqlite_threads() <= before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("worker threads still running: {}", sqlite_threads());
+}
