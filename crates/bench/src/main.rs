@@ -2,11 +2,12 @@
 //! process, on a 2-worker tokio runtime. Not a test; run it in release mode:
 //!
 //! ```text
-//! cargo run --release -p reservoir-bench -- pool
+//! cargo run --release -p reservoir-bench -- pool sqlite
 //! ```
 
 mod harness;
 mod pool;
+mod sqlite;
 
 fn main() {
     let which: Vec<String> = std::env::args().skip(1).collect();
@@ -19,5 +20,8 @@ fn main() {
     );
     if wants("pool") {
         pool::run();
+    }
+    if wants("sqlite") {
+        sqlite::run();
     }
 }

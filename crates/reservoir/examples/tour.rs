@@ -63,9 +63,13 @@ async fn main() -> reservoir::Result<()> {
 
     // Basic queries.
     let mut conn = engine.acquire().await?;
-    let one = conn.fetch_one("SELECT * FROM employee ORDER BY id LIMIT 1", ()).await?;
+    let one = conn
+        .fetch_one("SELECT * FROM employee ORDER BY id LIMIT 1", ())
+        .await?;
     println!("fetch_one: {one:?}");
-    let ten = conn.fetch_all("SELECT * FROM employee ORDER BY id LIMIT 10", ()).await?;
+    let ten = conn
+        .fetch_all("SELECT * FROM employee ORDER BY id LIMIT 10", ())
+        .await?;
     let ids: Vec<i64> = ten.iter().map(|r| r.get("id")).collect::<Result<_, _>>()?;
     println!("fetch_all: {} rows, ids {ids:?}", ten.len());
     drop(conn);
@@ -91,10 +95,17 @@ async fn main() -> reservoir::Result<()> {
     // A transaction with a savepoint rolled back.
     let mut conn = engine.acquire().await?;
     let mut tx = conn.begin().await?;
-    tx.execute("INSERT INTO employee (id, department_id) VALUES (:id, 2)", params! {"id" => 1000}).await?;
+    tx.execute(
+        "INSERT INTO employee (id, department_id) VALUES (:id, 2)",
+        params! {"id" => 1000},
+    )
+    .await?;
     let mut savepoint = tx.begin().await?;
     savepoint
-        .execute("INSERT INTO employee (id, department_id) VALUES (:id, 2)", params! {"id" => 1001})
+        .execute(
+            "INSERT INTO employee (id, department_id) VALUES (:id, 2)",
+            params! {"id" => 1001},
+        )
         .await?;
     savepoint.rollback().await?;
     tx.commit().await?;

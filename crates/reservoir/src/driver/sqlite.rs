@@ -31,6 +31,7 @@ pub struct SqliteDriver {
     flags: OpenFlags,
     memory: bool,
     cache_size: usize,
+    load: Arc<Load>,
     /// Keeps a shared in-memory database alive while the pool holds no
     /// connection (pool_size 0, dispose): it is dropped with the engine.
     _keeper: Option<Mutex<Sqlite>>,
@@ -76,6 +77,7 @@ impl SqliteDriver {
             flags,
             memory,
             cache_size: options.statement_cache_size,
+            load: Arc::default(),
             _keeper: keeper,
         })
     }
@@ -123,15 +125,20 @@ impl Driver for SqliteDriver {
         Box::pin(async move {
             let (ready_tx, ready_rx) = oneshot::channel();
             let (tx, rx) = std_mpsc::channel();
-            let state = Arc::new(WorkerState::default());
+            let state = Arc::new(WorkerState {
+                load: Arc::clone(&self.load),
+                ..WorkerState::default()
+            });
             let worker_state = Arc::clone(&state);
             let opened = self.open();
+            // The worker looks at the runtime's load to decide whether to spin.
+            let runtime = tokio::runtime::Handle::try_current().ok();
             let spawned = std::thread::Builder::new()
                 .name("reservoir-sqlite".into())
                 .spawn(move || match opened {
                     Ok(conn) => {
                         let _ = ready_tx.send(Ok(conn.get_interrupt_handle()));
-                        worker(conn, rx, &worker_state);
+                        worker(conn, rx, &worker_state, runtime);
                         worker_state.gone.store(true, SeqCst);
                     }
                     Err(e) => {
@@ -160,9 +167,32 @@ fn connect_error(e: rusqlite::Error) -> Error {
     Error::new(ErrorKind::Connect, format!("cannot open SQLite database: {e}"))
 }
 
+/// How busy an engine's SQLite connections are, shared by all of them:
+/// spinning pays only while the cores are otherwise idle.
+#[derive(Default)]
+struct Load {
+    /// Commands sent and not yet finished, over every connection.
+    in_flight: AtomicUsize,
+    /// Workers spinning for their next command (0 or 1).
+    spinners: AtomicUsize,
+}
+
+impl WorkerState {
+    fn started(&self) {
+        self.pending.fetch_add(1, SeqCst);
+        self.load.in_flight.fetch_add(1, SeqCst);
+    }
+
+    fn finished(&self) {
+        self.load.in_flight.fetch_sub(1, SeqCst);
+        self.pending.fetch_sub(1, SeqCst);
+    }
+}
+
 /// What the async side can see of a worker.
 #[derive(Default)]
 struct WorkerState {
+    load: Arc<Load>,
     /// Commands sent and not yet finished (rows sessions included).
     pending: AtomicUsize,
     /// Whether the connection is outside a transaction (after the last command).
@@ -196,6 +226,18 @@ struct SqliteConnection {
     interrupt: Arc<SqliteInterrupt>,
 }
 
+/// Whether the runtime has no more tasks than workers: then a spinning
+/// caller keeps no other task from running.
+fn is_quiet(runtime: Option<&tokio::runtime::Handle>) -> bool {
+    runtime.is_some_and(|h| {
+        let metrics = h.metrics();
+        metrics.num_alive_tasks() <= metrics.num_workers()
+    })
+}
+
+/// How long a caller alone in flight spins for its answer before it parks.
+const CALLER_SPIN: Duration = Duration::from_micros(20);
+
 struct SqliteInterrupt(rusqlite::InterruptHandle);
 
 impl Interrupt for SqliteInterrupt {
@@ -211,9 +253,9 @@ fn worker_gone() -> Error {
 
 impl SqliteConnection {
     fn send(&self, command: Command) -> Result<()> {
-        self.state.pending.fetch_add(1, SeqCst);
+        self.state.started();
         self.tx.send(command).map_err(|_| {
-            self.state.pending.fetch_sub(1, SeqCst);
+            self.state.finished();
             worker_gone()
         })
     }
@@ -222,10 +264,28 @@ impl SqliteConnection {
         &self,
         make: impl FnOnce(Reply<T>) -> Command,
     ) -> BoxFuture<'static, Result<T>> {
-        let (reply, rx) = oneshot::channel();
+        let (reply, mut rx) = oneshot::channel();
         let sent = self.send(make(reply));
+        let alone = self.state.load.in_flight.load(SeqCst) == 1
+            && is_quiet(tokio::runtime::Handle::try_current().ok().as_ref());
         Box::pin(async move {
             sent?;
+            // The only statement in flight: nothing else wants this core, and
+            // a short statement answers sooner than a park and wake-up would.
+            if alone {
+                let started = std::time::Instant::now();
+                while started.elapsed() < CALLER_SPIN {
+                    match rx.try_recv() {
+                        Ok(result) => return result,
+                        Err(oneshot::error::TryRecvError::Closed) => return Err(worker_gone()),
+                        Err(oneshot::error::TryRecvError::Empty) => {
+                            for _ in 0..32 {
+                                std::hint::spin_loop();
+                            }
+                        }
+                    }
+                }
+            }
             rx.await.map_err(|_| worker_gone())?
         })
     }
@@ -319,9 +379,53 @@ impl RowSource for SqliteRows {
 
 // ---- the worker thread -------------------------------------------------
 
-fn worker(conn: Sqlite, rx: std_mpsc::Receiver<Command>, state: &WorkerState) {
+/// How long an idle worker spins for its next command before it sleeps.
+/// A caller that awaits one statement after another sends the next within
+/// microseconds: catching it while spinning saves a futex wake-up, which
+/// costs more than a point select itself.
+const WORKER_SPIN: Duration = Duration::from_micros(50);
+
+fn next_command(
+    rx: &std_mpsc::Receiver<Command>,
+    load: &Load,
+    runtime: Option<&tokio::runtime::Handle>,
+) -> Option<Command> {
+    // Spin only while no other statement is in flight (the cores are free),
+    // and one spinner per engine at most: under load, spinning threads would
+    // only take the cores from the threads doing the work.
+    if load.in_flight.load(SeqCst) == 0
+        && is_quiet(runtime)
+        && load.spinners.compare_exchange(0, 1, SeqCst, SeqCst).is_ok()
+    {
+        let started = std::time::Instant::now();
+        let spun = loop {
+            match rx.try_recv() {
+                Ok(command) => break Some(Some(command)),
+                Err(std_mpsc::TryRecvError::Disconnected) => break Some(None),
+                Err(std_mpsc::TryRecvError::Empty) if started.elapsed() < WORKER_SPIN => {
+                    for _ in 0..32 {
+                        std::hint::spin_loop();
+                    }
+                }
+                Err(std_mpsc::TryRecvError::Empty) => break None,
+            }
+        };
+        load.spinners.store(0, SeqCst);
+        if let Some(command) = spun {
+            return command;
+        }
+    }
+    rx.recv().ok()
+}
+
+fn worker(
+    conn: Sqlite,
+    rx: std_mpsc::Receiver<Command>,
+    state: &WorkerState,
+    runtime: Option<tokio::runtime::Handle>,
+) {
     state.autocommit.store(true, SeqCst);
-    while let Ok(command) = rx.recv() {
+    while let Some(command) = next_command(&rx, &state.load, runtime.as_ref()) {
         match command {
             Command::Execute(sql, params, reply) => {
                 let result = execute(&conn, &sql, &params);
@@ -344,7 +448,7 @@ fn worker(conn: Sqlite, rx: std_mpsc::Receiver<Command>, state: &WorkerState) {
                     tracing::debug!(%error, "queued statement failed");
                 }
                 state.autocommit.store(conn.is_autocommit(), SeqCst);
-                state.pending.fetch_sub(1, SeqCst);
+                state.finished();
             }
             Command::Reset(reply) => {
                 let result = if conn.is_autocommit() {
@@ -361,7 +465,7 @@ fn worker(conn: Sqlite, rx: std_mpsc::Receiver<Command>, state: &WorkerState) {
             Command::Rows(sql, params, pulls) => {
                 serve_rows(&conn, &sql, &params, &pulls);
                 state.autocommit.store(conn.is_autocommit(), SeqCst);
-                state.pending.fetch_sub(1, SeqCst);
+                state.finished();
             }
         }
     }
@@ -371,7 +475,7 @@ fn worker(conn: Sqlite, rx: std_mpsc::Receiver<Command>, state: &WorkerState) {
 /// answer also sees `in_transaction()` up to date.
 fn finish<T>(conn: &Sqlite, state: &WorkerState, reply: Reply<T>, result: Result<T>) {
     state.autocommit.store(conn.is_autocommit(), SeqCst);
-    state.pending.fetch_sub(1, SeqCst);
+    state.finished();
     let _ = reply.send(result);
 }
 
