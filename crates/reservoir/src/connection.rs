@@ -174,7 +174,8 @@ impl Connection {
     /// Opens a cursor over a query (asyncpg style: `forward`, `fetch`).
     pub async fn cursor(&mut self, sql: &str, params: impl IntoParams) -> Result<Cursor<'_>> {
         let (sql, values) = self.bind(sql, params.into_params())?;
-        Ok(Cursor::new(self.pooled.open_rows(&sql, values)))
+        let source = self.pooled.open_cursor(&sql, values).await?;
+        Ok(Cursor::new(source))
     }
 
     /// Begins a transaction.

@@ -173,6 +173,11 @@ impl FromValue for bool {
     fn from_value(value: &Value) -> Option<Self> {
         match value {
             Value::Bool(b) => Some(*b),
+            Value::Text(s) => match s.as_str() {
+                "t" | "true" | "TRUE" | "1" => Some(true),
+                "f" | "false" | "FALSE" | "0" => Some(false),
+                _ => None,
+            },
             v => match v.as_i64()? {
                 0 => Some(false),
                 1 => Some(true),
@@ -199,6 +204,7 @@ impl FromValue for f64 {
             Value::F64(v) => Some(*v),
             Value::F32(v) => Some((*v).into()),
             Value::Decimal(d) => d.to_string().parse().ok(),
+            Value::Text(s) => s.trim().parse().ok(),
             v => v.as_i64().map(|i| i as f64),
         }
     }

@@ -4,12 +4,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Db, rss_bytes, unique};
+use common::{Db, rss_bytes, table_name};
 use reservoir::{CloseOptions, Engine, ErrorKind, Isolation, Row, TxOptions, Value, params};
 use serde::Deserialize;
 
-async fn employee_table(engine: &Engine) -> String {
-    let t = unique("employee");
+/// A fresh employee table named after the test.
+async fn employee_table(db: &Db, engine: &Engine, test: &str) -> String {
+    let t = table_name(db, test);
+    engine
+        .execute(&format!("DROP TABLE IF EXISTS {t}"), ())
+        .await
+        .unwrap();
     engine
         .execute(
             &format!("CREATE TABLE {t} (id INTEGER PRIMARY KEY, department_id INTEGER NOT NULL, name TEXT)"),
@@ -50,7 +55,7 @@ per_dialect!(
 
 async fn every_fetch_method(db: Db) {
     let engine = db.engine().await;
-    let t = employee_table(&engine).await;
+    let t = employee_table(&db, &engine, "every_fetch_method").await;
     let n = engine
         .execute(
             &format!("INSERT INTO {t} (id, department_id, name) VALUES (:id, :d, :n)"),
@@ -131,7 +136,7 @@ async fn every_fetch_method(db: Db) {
 
 async fn execute_many_is_atomic(db: Db) {
     let engine = db.engine().await;
-    let t = employee_table(&engine).await;
+    let t = employee_table(&db, &engine, "execute_many_is_atomic").await;
     let rows = [(1, 1), (2, 1), (1, 1)]; // the third repeats a primary key
     let err = engine
         .execute_many(
@@ -157,7 +162,7 @@ async fn execute_many_is_atomic(db: Db) {
 
 async fn fetch_one_without_rows_is_an_error(db: Db) {
     let engine = db.engine().await;
-    let t = employee_table(&engine).await;
+    let t = employee_table(&db, &engine, "fetch_one_without_rows_is_an_error").await;
     let err = engine
         .fetch_one(&format!("SELECT * FROM {t}"), ())
         .await
@@ -183,8 +188,24 @@ async fn values_round_trip(db: Db) {
     let json = serde_json::json!({"a": [1, 2, {"b": null}]});
     let row = engine
         .fetch_one(
-            "SELECT :b AS b, :i AS i, :big AS big, :f AS f, :t AS t, :bytes AS bytes, :dec AS dec, \
-             :date AS date, :time AS time, :ts AS ts, :tstz AS tstz, :uuid AS uuid, :json AS json, :null AS null_col",
+            &format!(
+                "SELECT {} AS b, {} AS i, {} AS big, {} AS f, {} AS t, {} AS bytes, {} AS dec, {} AS date, \
+                 {} AS time, {} AS ts, {} AS tstz, {} AS uuid, {} AS json, {} AS null_col",
+                db.typed("b", "BOOLEAN"),
+                db.typed("i", "INTEGER"),
+                db.typed("big", "BIGINT"),
+                db.typed("f", "DOUBLE PRECISION"),
+                db.typed("t", "TEXT"),
+                db.typed("bytes", "BYTEA"),
+                db.typed("dec", "NUMERIC"),
+                db.typed("date", "DATE"),
+                db.typed("time", "TIME"),
+                db.typed("ts", "TIMESTAMP"),
+                db.typed("tstz", "TIMESTAMPTZ"),
+                db.typed("uuid", "UUID"),
+                db.typed("json", "JSONB"),
+                db.typed("null", "BIGINT"),
+            ),
             params! {
                 "b" => true, "i" => -7i32, "big" => i64::MAX, "f" => 1.5f64, "t" => "ünïcödé 'q'",
                 "bytes" => vec![0u8, 255, 7], "dec" => dec, "date" => date, "time" => time, "ts" => ts,
@@ -214,7 +235,12 @@ async fn values_round_trip(db: Db) {
 
 async fn bad_parameters_are_rejected_before_anything_is_sent(db: Db) {
     let engine = db.engine().await;
-    let t = employee_table(&engine).await;
+    let t = employee_table(
+        &db,
+        &engine,
+        "bad_parameters_are_rejected_before_anything_is_sent",
+    )
+    .await;
     let insert = format!("INSERT INTO {t} (id, department_id) VALUES (:id, :dept)");
     let err = engine.execute(&insert, params! {"id" => 1}).await.unwrap_err();
     assert_eq!(err.kind(), &ErrorKind::Param);
@@ -224,9 +250,8 @@ async fn bad_parameters_are_rejected_before_anything_is_sent(db: Db) {
         .await
         .unwrap_err();
     assert!(err.to_string().contains(":typo"), "{err}");
-    let err = engine
-        .execute(&format!("SELECT * FROM {t} WHERE id = :id"), Vec::<Value>::new())
-        .await;
+    let one_placeholder = format!("SELECT * FROM {t} WHERE id = {}", db.placeholder(1));
+    let err = engine.execute(&one_placeholder, Vec::<Value>::new()).await;
     assert_eq!(err.unwrap_err().kind(), &ErrorKind::Param);
     assert_eq!(count(&engine, &t).await, 0);
     let err = reservoir::Params::from_serde(&[1, 2]).unwrap_err();
@@ -235,7 +260,7 @@ async fn bad_parameters_are_rejected_before_anything_is_sent(db: Db) {
 
 async fn database_errors_are_classified(db: Db) {
     let engine = db.engine().await;
-    let t = employee_table(&engine).await;
+    let t = employee_table(&db, &engine, "database_errors_are_classified").await;
     let insert = format!("INSERT INTO {t} (id, department_id) VALUES (:id, 1)");
     engine.execute(&insert, params! {"id" => 1}).await.unwrap();
     let err = engine.execute(&insert, params! {"id" => 1}).await.unwrap_err();
@@ -258,7 +283,7 @@ async fn database_errors_are_classified(db: Db) {
 
 async fn commit_rollback_and_drop(db: Db) {
     let engine = db.engine().await;
-    let t = employee_table(&engine).await;
+    let t = employee_table(&db, &engine, "commit_rollback_and_drop").await;
     let insert = format!("INSERT INTO {t} (id, department_id) VALUES (:id, 1)");
     let mut conn = engine.acquire().await.unwrap();
     let mut tx = conn.begin().await.unwrap();
@@ -292,7 +317,7 @@ async fn commit_rollback_and_drop(db: Db) {
 
 async fn savepoints_three_deep(db: Db) {
     let engine = db.engine().await;
-    let t = employee_table(&engine).await;
+    let t = employee_table(&db, &engine, "savepoints_three_deep").await;
     let insert = format!("INSERT INTO {t} (id, department_id) VALUES (:id, 1)");
     let mut conn = engine.acquire().await.unwrap();
     let mut tx = conn.begin().await.unwrap();
@@ -354,7 +379,12 @@ async fn nested_isolation_change_is_an_error(db: Db) {
 
 async fn a_connection_returned_inside_a_transaction_is_rolled_back(db: Db) {
     let engine = db.builder().pool_size(1).max_overflow(0).build().await.unwrap();
-    let t = employee_table(&engine).await;
+    let t = employee_table(
+        &db,
+        &engine,
+        "a_connection_returned_inside_a_transaction_is_rolled_back",
+    )
+    .await;
     let mut conn = engine.acquire().await.unwrap();
     let begin = match db.dialect {
         reservoir::Dialect::Sqlite => "BEGIN IMMEDIATE",
@@ -378,7 +408,7 @@ async fn a_connection_returned_inside_a_transaction_is_rolled_back(db: Db) {
 
 async fn a_dropped_query_future_leaves_the_connection_clean(db: Db) {
     let engine = db.builder().pool_size(1).max_overflow(0).build().await.unwrap();
-    let t = employee_table(&engine).await;
+    let t = employee_table(&db, &engine, "a_dropped_query_future_leaves_the_connection_clean").await;
     {
         let mut conn = engine.acquire().await.unwrap();
         let mut tx = conn.begin().await.unwrap();
@@ -667,30 +697,4 @@ async fn bad_urls_are_url_errors() {
     }
     let err = Engine::connect("sqlite:///no/such/dir/x.db").await.unwrap_err();
     assert_eq!(err.kind(), &ErrorKind::Connect, "{err}");
-}
-
-#[tokio::test]
-async fn dropping_the_engine_stops_its_worker_threads() {
-    fn sqlite_threads() -> usize {
-        std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-            .filter(|c| c.trim() == "reservoir-sqlit")
-            .count()
-    }
-    let before = sqlite_threads();
-    let engine = Engine::builder("sqlite::memory:")
-        .min_size(3)
-        .build()
-        .await
-        .unwrap();
-    assert!(sqlite_threads() >= before + 3);
-    drop(engine);
-    for _ in 0..100 {
-        if sqlite_threads() <= before {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("worker threads still running: {}", sqlite_threads());
 }

@@ -2,6 +2,8 @@
 //! [`RawConnection`]s. Both traits are object safe, so a dialect is added
 //! without touching the engine; each lives behind its cargo feature.
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -42,6 +44,12 @@ pub trait RawConnection: Send + 'static {
     /// Starts a query whose rows are pulled in batches (streams, cursors).
     /// Errors surface on the first pull.
     fn open_rows(&mut self, sql: &str, params: Vec<Value>) -> Box<dyn RowSource>;
+    /// Opens a cursor over a query (server-side where the database has
+    /// them); by default the same as [`open_rows`](Self::open_rows).
+    fn open_cursor(&mut self, sql: &str, params: Vec<Value>) -> BoxFuture<'_, Result<Box<dyn RowSource>>> {
+        let rows = self.open_rows(sql, params);
+        Box::pin(async move { Ok(rows) })
+    }
     /// Runs SQL without parameters or results (transaction control).
     fn simple(&mut self, sql: &str) -> BoxFuture<'_, Result<()>>;
     /// Checks the connection works.
@@ -87,6 +95,8 @@ pub fn for_url(url: &DatabaseUrl, options: &DriverOptions) -> Result<Arc<dyn Dri
     match url.dialect() {
         #[cfg(feature = "sqlite")]
         Dialect::Sqlite => Ok(Arc::new(sqlite::SqliteDriver::new(url, options)?)),
+        #[cfg(feature = "postgres")]
+        Dialect::Postgres => Ok(Arc::new(postgres::PostgresDriver::new(url, options)?)),
         other => Err(Error::new(
             ErrorKind::Config,
             format!(

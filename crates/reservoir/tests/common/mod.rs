@@ -3,8 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use reservoir::{Dialect, Engine, EngineBuilder};
 
 /// One dialect under test: how to reach it and what its SQL looks like.
@@ -20,11 +18,36 @@ impl Db {
         }
     }
 
+    pub fn postgres() -> Db {
+        Db {
+            dialect: Dialect::Postgres,
+        }
+    }
+
+    /// The n-th (1-based) positional placeholder in this dialect's style.
+    pub fn placeholder(&self, n: usize) -> String {
+        match self.dialect {
+            Dialect::Postgres => format!("${n}"),
+            _ => "?".into(),
+        }
+    }
+
+    /// `:name` with a cast where the dialect cannot infer a parameter's type
+    /// from a bare `SELECT :name` (PostgreSQL infers text).
+    pub fn typed(&self, name: &str, pg_type: &str) -> String {
+        match self.dialect {
+            Dialect::Postgres => format!("CAST(:{name} AS {pg_type})"),
+            _ => format!(":{name}"),
+        }
+    }
+
     /// A URL for a database of this dialect that no other test uses at the
     /// same time (SQLite: a private in-memory database).
     pub fn url(&self) -> String {
         match self.dialect {
             Dialect::Sqlite => "sqlite::memory:".into(),
+            Dialect::Postgres => std::env::var("POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
             other => panic!("no test server configured for {other:?}"),
         }
     }
@@ -58,14 +81,10 @@ impl Db {
     }
 }
 
-/// A table name no concurrently running test uses.
-pub fn unique(prefix: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+/// A table name no other test uses: `test` names the test, the dialect
+/// keeps per-dialect runs of one test apart on a shared server.
+pub fn table_name(db: &Db, test: &str) -> String {
+    format!("rsv_{test}_{}", db.dialect.name())
 }
 
 /// Resident memory of this process, in bytes.
@@ -88,6 +107,12 @@ macro_rules! per_dialect {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
                 super::$case($crate::common::Db::sqlite()).await;
+            }
+
+            #[cfg(feature = "postgres")]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$case($crate::common::Db::postgres()).await;
             }
         }
     )*};
