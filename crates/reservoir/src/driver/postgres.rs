@@ -227,6 +227,17 @@ impl PgConnection {
         Ok(())
     }
 
+    /// Runs queued statements, then prepares `sql` (from the cache when it
+    /// can) and checks the parameter count of every set against it.
+    async fn ready(&mut self, sql: &str, sets: &[&[Value]]) -> Result<Statement> {
+        self.flush_queued().await?;
+        let stmt = self.statement(sql).await?;
+        for params in sets {
+            check_count(&stmt, params)?;
+        }
+        Ok(stmt)
+    }
+
     async fn statement(&mut self, sql: &str) -> Result<Statement> {
         if let Some(cache) = &mut self.cache {
             if let Some(stmt) = cache.get(sql) {
@@ -259,9 +270,7 @@ impl RawConnection for PgConnection {
         let sql = sql.to_string();
         Box::pin(async move {
             let mut op = InFlight::new(&self.dirty);
-            self.flush_queued().await?;
-            let stmt = self.statement(&sql).await?;
-            check_count(&stmt, &params)?;
+            let stmt = self.ready(&sql, &[&params]).await?;
             let b = binds(&params);
             let n = self
                 .client
@@ -278,11 +287,8 @@ impl RawConnection for PgConnection {
         let sql = sql.to_string();
         Box::pin(async move {
             let mut op = InFlight::new(&self.dirty);
-            self.flush_queued().await?;
-            let stmt = self.statement(&sql).await?;
-            for params in &sets {
-                check_count(&stmt, params)?;
-            }
+            let all: Vec<&[Value]> = sets.iter().map(Vec::as_slice).collect();
+            let stmt = self.ready(&sql, &all).await?;
             let own_tx = !self.in_tx;
             if own_tx {
                 self.client.batch_execute("BEGIN").await.map_err(map_error)?;
@@ -309,9 +315,7 @@ impl RawConnection for PgConnection {
         let sql = sql.to_string();
         Box::pin(async move {
             let mut op = InFlight::new(&self.dirty);
-            self.flush_queued().await?;
-            let stmt = self.statement(&sql).await?;
-            check_count(&stmt, &params)?;
+            let stmt = self.ready(&sql, &[&params]).await?;
             let columns = columns_of(&stmt);
             let b = binds(&params);
             // The whole answer is read even when fewer rows are wanted, which
