@@ -2,11 +2,12 @@
 //! process, on a 2-worker tokio runtime. Not a test; run it in release mode:
 //!
 //! ```text
-//! cargo run --release -p reservoir-bench -- pool sqlite
+//! cargo run --release -p reservoir-bench -- pool sqlite postgres
 //! ```
 
 mod harness;
 mod pool;
+mod postgres;
 mod sqlite;
 
 fn main() {
@@ -23,5 +24,8 @@ fn main() {
     }
     if wants("sqlite") {
         sqlite::run();
+    }
+    if wants("postgres") {
+        postgres::run();
     }
 }

@@ -26,6 +26,12 @@ pub struct Cursor<'c> {
     _conn: PhantomData<&'c mut ()>,
 }
 
+impl std::fmt::Debug for Cursor<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cursor").finish_non_exhaustive()
+    }
+}
+
 impl Cursor<'_> {
     pub(crate) fn new(source: Box<dyn RowSource>) -> Self {
         Cursor {

@@ -26,6 +26,14 @@ pub struct RowStream<'c> {
     _conn: PhantomData<&'c mut ()>,
 }
 
+impl std::fmt::Debug for RowStream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowStream")
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RowStream<'_> {
     pub(crate) fn new(source: Box<dyn RowSource>) -> Self {
         RowStream {

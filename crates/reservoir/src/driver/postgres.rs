@@ -118,10 +118,12 @@ impl Driver for PostgresDriver {
 
     fn connect(&self) -> BoxFuture<'_, Result<Box<dyn RawConnection>>> {
         Box::pin(async move {
-            let (client, connection) =
-                self.config.connect(NoTls).await.map_err(|e| {
-                    Error::new(ErrorKind::Connect, format!("cannot connect to PostgreSQL: {e}"))
-                })?;
+            let (client, connection) = self.config.connect(NoTls).await.map_err(|e| {
+                Error::new(
+                    ErrorKind::Connect,
+                    format!("cannot connect to PostgreSQL: {}", describe(&e)),
+                )
+            })?;
             let closed = Arc::new(AtomicBool::new(false));
             let flag = Arc::clone(&closed);
             tokio::spawn(async move {
@@ -157,10 +159,24 @@ impl Interrupt for PgCancel {
     }
 }
 
+/// A prepared statement and its result columns, built once.
+#[derive(Clone)]
+struct Prepared {
+    stmt: Statement,
+    columns: Arc<[Column]>,
+}
+
+impl Prepared {
+    fn new(stmt: Statement) -> Self {
+        let columns = columns_of(&stmt);
+        Prepared { stmt, columns }
+    }
+}
+
 struct PgConnection {
     client: Arc<Client>,
-    /// `None`: caching off, every statement unnamed (works behind PgBouncer).
-    cache: Option<LruCache<String, Statement>>,
+    /// Prepared statements with their result columns; `None`: caching off.
+    cache: Option<LruCache<String, Prepared>>,
     closed: Arc<AtomicBool>,
     /// An operation was dropped mid-flight: cancel and resync before reuse.
     dirty: Arc<AtomicBool>,
@@ -229,25 +245,25 @@ impl PgConnection {
 
     /// Runs queued statements, then prepares `sql` (from the cache when it
     /// can) and checks the parameter count of every set against it.
-    async fn ready(&mut self, sql: &str, sets: &[&[Value]]) -> Result<Statement> {
+    async fn ready(&mut self, sql: &str, sets: &[&[Value]]) -> Result<Prepared> {
         self.flush_queued().await?;
-        let stmt = self.statement(sql).await?;
+        let prepared = self.statement(sql).await?;
         for params in sets {
-            check_count(&stmt, params)?;
+            check_count(&prepared.stmt, params)?;
         }
-        Ok(stmt)
+        Ok(prepared)
     }
 
-    async fn statement(&mut self, sql: &str) -> Result<Statement> {
+    async fn statement(&mut self, sql: &str) -> Result<Prepared> {
         if let Some(cache) = &mut self.cache {
-            if let Some(stmt) = cache.get(sql) {
-                return Ok(stmt.clone());
+            if let Some(prepared) = cache.get(sql) {
+                return Ok(prepared.clone());
             }
-            let stmt = self.client.prepare(sql).await.map_err(map_error)?;
-            cache.put(sql.to_string(), stmt.clone());
-            return Ok(stmt);
+            let prepared = Prepared::new(self.client.prepare(sql).await.map_err(map_error)?);
+            cache.put(sql.to_string(), prepared.clone());
+            return Ok(prepared);
         }
-        self.client.prepare(sql).await.map_err(map_error)
+        Ok(Prepared::new(self.client.prepare(sql).await.map_err(map_error)?))
     }
 
     fn note_transaction(&mut self, sql: &str) {
@@ -270,11 +286,11 @@ impl RawConnection for PgConnection {
         let sql = sql.to_string();
         Box::pin(async move {
             let mut op = InFlight::new(&self.dirty);
-            let stmt = self.ready(&sql, &[&params]).await?;
+            let prepared = self.ready(&sql, &[&params]).await?;
             let b = binds(&params);
             let n = self
                 .client
-                .execute(&stmt, &as_refs(&b))
+                .execute(&prepared.stmt, &as_refs(&b))
                 .await
                 .map_err(map_error)?;
             self.note_transaction(&sql);
@@ -288,7 +304,7 @@ impl RawConnection for PgConnection {
         Box::pin(async move {
             let mut op = InFlight::new(&self.dirty);
             let all: Vec<&[Value]> = sets.iter().map(Vec::as_slice).collect();
-            let stmt = self.ready(&sql, &all).await?;
+            let stmt = self.ready(&sql, &all).await?.stmt;
             let own_tx = !self.in_tx;
             if own_tx {
                 self.client.batch_execute("BEGIN").await.map_err(map_error)?;
@@ -315,8 +331,7 @@ impl RawConnection for PgConnection {
         let sql = sql.to_string();
         Box::pin(async move {
             let mut op = InFlight::new(&self.dirty);
-            let stmt = self.ready(&sql, &[&params]).await?;
-            let columns = columns_of(&stmt);
+            let Prepared { stmt, columns } = self.ready(&sql, &[&params]).await?;
             let b = binds(&params);
             // The whole answer is read even when fewer rows are wanted, which
             // keeps the protocol in step without a cancel.
@@ -769,6 +784,21 @@ fn text_form(v: &Value) -> Option<String> {
     })
 }
 
+/// The error with its causes: tokio-postgres's own text is often only "db error".
+fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Maps tokio-postgres errors: SQLSTATE for server errors, `Interrupted` for
 /// a cancelled statement, `Disconnected` for a lost connection.
 fn map_error(e: tokio_postgres::Error) -> Error {
@@ -785,7 +815,7 @@ fn map_error(e: tokio_postgres::Error) -> Error {
             _ => Error::database(code, message),
         };
     }
-    let text = e.to_string();
+    let text = describe(&e);
     if e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) {
         return Error::new(ErrorKind::Disconnected, format!("connection lost: {text}"));
     }

@@ -1,0 +1,150 @@
+//! What is specific to PostgreSQL: killed backends, cancel of dropped
+//! futures, connect errors, settings. The shared behaviour runs in engine.rs.
+#![cfg(feature = "postgres")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Db;
+use reservoir::{Engine, ErrorKind};
+
+async fn backend_pid(conn: &mut reservoir::Connection) -> i32 {
+    conn.fetch_scalar("SELECT pg_backend_pid()", ()).await.unwrap()
+}
+
+async fn terminate(pid: i32) {
+    let admin = Db::postgres().engine().await;
+    let killed: bool = admin
+        .fetch_scalar(
+            "SELECT pg_terminate_backend(:pid)",
+            reservoir::params! {"pid" => pid},
+        )
+        .await
+        .unwrap();
+    assert!(killed);
+    admin.close().await;
+    // Let the server finish closing the socket.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn a_killed_backend_is_detected_discarded_and_replaced() {
+    let engine = Db::postgres()
+        .builder()
+        .pool_size(1)
+        .max_overflow(0)
+        .build()
+        .await
+        .unwrap();
+    let mut conn = engine.acquire().await.unwrap();
+    let pid = backend_pid(&mut conn).await;
+    terminate(pid).await;
+    let err = conn.fetch_scalar::<i32>("SELECT 1", ()).await.unwrap_err();
+    assert!(err.is_disconnect(), "{err:?}");
+    drop(conn);
+    let mut conn = engine.acquire().await.expect("the pool serves again");
+    assert_ne!(backend_pid(&mut conn).await, pid);
+    assert!(engine.stats().broken >= 1);
+}
+
+#[tokio::test]
+async fn pre_ping_hides_a_killed_idle_backend() {
+    let engine = Db::postgres()
+        .builder()
+        .pool_size(1)
+        .max_overflow(0)
+        .pool_pre_ping(true)
+        .build()
+        .await
+        .unwrap();
+    let pid = backend_pid(&mut engine.acquire().await.unwrap()).await;
+    terminate(pid).await;
+    let mut conn = engine.acquire().await.expect("no error reaches the caller");
+    assert_ne!(backend_pid(&mut conn).await, pid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_query_future_cancels_its_statement_on_the_server() {
+    let engine = Db::postgres()
+        .builder()
+        .pool_size(1)
+        .max_overflow(0)
+        .build()
+        .await
+        .unwrap();
+    let pid = {
+        let mut conn = engine.acquire().await.unwrap();
+        let pid = backend_pid(&mut conn).await;
+        let sleeping = conn.fetch_one("SELECT pg_sleep(30)", ());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), sleeping)
+                .await
+                .is_err()
+        );
+        pid
+    };
+    let started = Instant::now();
+    let mut conn = engine.acquire().await.unwrap();
+    assert_eq!(backend_pid(&mut conn).await, pid, "the same connection, reset");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the sleep was cancelled: {:?}",
+        started.elapsed()
+    );
+    let running: i64 = conn
+        .fetch_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
+            (),
+        )
+        .await
+        .unwrap();
+    assert_eq!(running, 0);
+}
+
+#[tokio::test]
+async fn connect_errors_carry_the_reason_and_never_the_password() {
+    let err = Engine::connect("postgres://postgres:hunter2@127.0.0.1:1/test")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Connect, "{err:?}");
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    let err = Engine::connect("postgres://postgres@127.0.0.1:5432/no_such_database_here")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Connect);
+    assert!(err.to_string().contains("no_such_database_here"), "{err}");
+    let err = Engine::connect("postgres://postgres@127.0.0.1:5432/test?sslmode=verify-full")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Config);
+    assert!(err.to_string().contains("sslmode"), "{err}");
+    let err = Engine::connect("postgres://postgres@127.0.0.1:5432/test?bogus=1")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Url);
+}
+
+#[tokio::test]
+async fn statements_run_with_the_cache_off() {
+    let engine = Db::postgres()
+        .builder()
+        .statement_cache_size(0)
+        .build()
+        .await
+        .unwrap();
+    for i in 0..20i64 {
+        let n: i64 = engine.fetch_scalar("SELECT $1::bigint * 2", (i,)).await.unwrap();
+        assert_eq!(n, i * 2);
+    }
+}
+
+#[tokio::test]
+async fn cursors_need_a_transaction() {
+    let engine = Db::postgres().engine().await;
+    let mut conn = engine.acquire().await.unwrap();
+    let err = conn.cursor("SELECT 1", ()).await.unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Usage);
+    assert!(err.to_string().contains("transaction"), "{err}");
+}
