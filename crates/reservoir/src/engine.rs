@@ -222,6 +222,7 @@ struct Overrides {
     leak_threshold: Option<Option<Duration>>,
     echo: Option<bool>,
     statement_cache_size: Option<usize>,
+    statement_timeout: Option<Duration>,
 }
 
 /// Configures an [`Engine`]. Settings may also come as URL query parameters
@@ -268,6 +269,8 @@ impl EngineBuilder {
         echo: bool,
         /// Prepared statements cached per connection (default 128).
         statement_cache_size: usize,
+        /// Cancel statements running longer (`ErrorKind::Timeout`; the connection stays usable).
+        statement_timeout: Duration,
     }
 
     /// Opens the pool and one connection (or `min_size`), so that a wrong
@@ -276,10 +279,7 @@ impl EngineBuilder {
     pub async fn build(self) -> Result<Engine> {
         let url = self.url?;
         let settings = Settings::from_url(&url)?.overridden_by(self.overrides);
-        let driver_options = DriverOptions {
-            statement_cache_size: settings.statement_cache_size,
-        };
-        let driver = driver::for_url(&url, &driver_options)?;
+        let driver = driver::for_url(&url, &settings.driver)?;
         let pool = Pool::builder(DriverManager {
             driver: Arc::clone(&driver),
         })
@@ -315,13 +315,14 @@ pub(crate) const ENGINE_KEYS: &[&str] = &[
     "leak_threshold",
     "echo",
     "statement_cache_size",
+    "statement_timeout",
 ];
 
 struct Settings {
     pool: PoolConfig,
     max_waiting_given: bool,
     echo: bool,
-    statement_cache_size: usize,
+    driver: DriverOptions,
 }
 
 fn bad_setting(key: &str, value: &str, expected: &str) -> Error {
@@ -390,8 +391,11 @@ impl Settings {
             pool,
             max_waiting_given,
             echo: flag("echo")?.unwrap_or(false),
-            statement_cache_size: count("statement_cache_size")?
-                .unwrap_or(DriverOptions::default().statement_cache_size),
+            driver: DriverOptions {
+                statement_cache_size: count("statement_cache_size")?
+                    .unwrap_or(DriverOptions::default().statement_cache_size),
+                statement_timeout: seconds("statement_timeout")?,
+            },
         })
     }
 
@@ -414,7 +418,9 @@ impl Settings {
             p.max_waiting = Some(PoolConfig::default_max_waiting(p.pool_size, p.max_overflow));
         }
         self.echo = o.echo.unwrap_or(self.echo);
-        self.statement_cache_size = o.statement_cache_size.unwrap_or(self.statement_cache_size);
+        let d = &mut self.driver;
+        d.statement_cache_size = o.statement_cache_size.unwrap_or(d.statement_cache_size);
+        d.statement_timeout = o.statement_timeout.or(d.statement_timeout);
         self
     }
 }

@@ -51,7 +51,34 @@ per_dialect!(
     close_waits_for_checked_out_connections,
     flood_is_served_up_to_capacity_plus_backlog,
     url_settings_and_builder_overrides,
+    statement_timeout_cancels_and_keeps_the_connection,
 );
+
+async fn statement_timeout_cancels_and_keeps_the_connection(db: Db) {
+    let engine = db
+        .builder()
+        .pool_size(1)
+        .max_overflow(0)
+        .statement_timeout(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let mut conn = engine.acquire().await.unwrap();
+    let id = conn.id();
+    let started = std::time::Instant::now();
+    let err = conn.fetch_one(db.endless_query(), ()).await.unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Timeout, "{err:?}");
+    assert!(err.is_timeout());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let n: i64 = conn.fetch_scalar("SELECT 5", ()).await.unwrap();
+    assert_eq!(n, 5, "the connection stays usable");
+    drop(conn);
+    assert_eq!(engine.acquire().await.unwrap().id(), id);
+}
 
 async fn every_fetch_method(db: Db) {
     let engine = db.engine().await;

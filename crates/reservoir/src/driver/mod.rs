@@ -80,12 +80,15 @@ pub trait RowSource: Send {
 pub struct DriverOptions {
     /// Prepared statements cached per connection.
     pub statement_cache_size: usize,
+    /// A statement running longer is cancelled and fails with `ErrorKind::Timeout`.
+    pub statement_timeout: Option<std::time::Duration>,
 }
 
 impl Default for DriverOptions {
     fn default() -> Self {
         DriverOptions {
             statement_cache_size: 128,
+            statement_timeout: None,
         }
     }
 }

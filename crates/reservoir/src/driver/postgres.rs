@@ -75,6 +75,15 @@ impl PostgresDriver {
                 }
             }
         }
+        if let Some(timeout) = options.statement_timeout {
+            // Set at session start: no extra round trip, and it survives ROLLBACK.
+            let setting = format!("-c statement_timeout={}", timeout.as_millis().max(1));
+            let options = match config.get_options() {
+                Some(existing) => format!("{existing} {setting}"),
+                None => setting,
+            };
+            config.options(&options);
+        }
         if url.hosts().is_empty() {
             config.host("localhost").port(5432);
         }
@@ -810,6 +819,7 @@ fn map_error(e: tokio_postgres::Error) -> Error {
             message.push_str(detail);
         }
         return match code {
+            "57014" if message.contains("statement timeout") => Error::new(ErrorKind::Timeout, message),
             "57014" => Error::new(ErrorKind::Interrupted, format!("statement cancelled: {message}")),
             "57P01" | "57P02" | "57P03" => Error::new(ErrorKind::Disconnected, message),
             _ => Error::database(code, message),

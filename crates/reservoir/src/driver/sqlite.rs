@@ -31,6 +31,7 @@ pub struct SqliteDriver {
     flags: OpenFlags,
     memory: bool,
     cache_size: usize,
+    statement_timeout: Option<Duration>,
     load: Arc<Load>,
     /// Keeps a shared in-memory database alive while the pool holds no
     /// connection (pool_size 0, dispose): it is dropped with the engine.
@@ -77,6 +78,7 @@ impl SqliteDriver {
             flags,
             memory,
             cache_size: options.statement_cache_size,
+            statement_timeout: options.statement_timeout,
             load: Arc::default(),
             _keeper: keeper,
         })
@@ -127,6 +129,7 @@ impl Driver for SqliteDriver {
             let (tx, rx) = std_mpsc::channel();
             let state = Arc::new(WorkerState {
                 load: Arc::clone(&self.load),
+                timeout: self.statement_timeout,
                 ..WorkerState::default()
             });
             let worker_state = Arc::clone(&state);
@@ -137,6 +140,10 @@ impl Driver for SqliteDriver {
                 .name("reservoir-sqlite".into())
                 .spawn(move || match opened {
                     Ok(conn) => {
+                        if worker_state.timeout.is_some() {
+                            let clock = Arc::clone(&worker_state);
+                            conn.progress_handler(1000, Some(move || clock.expired()));
+                        }
                         let _ = ready_tx.send(Ok(conn.get_interrupt_handle()));
                         worker(conn, rx, &worker_state, runtime);
                         worker_state.gone.store(true, SeqCst);
@@ -189,9 +196,46 @@ impl WorkerState {
     }
 }
 
+impl WorkerState {
+    /// Starts the statement clock (with `statement_timeout` set).
+    fn arm(&self) {
+        if let Some(timeout) = self.timeout {
+            *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(std::time::Instant::now() + timeout);
+        }
+    }
+
+    /// Whether the running statement has passed its deadline (the progress
+    /// handler asks this every few thousand VM steps and interrupts if so).
+    fn expired(&self) -> bool {
+        self.deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|d| std::time::Instant::now() >= d)
+    }
+
+    /// Stops the clock; an interrupt caused by the deadline becomes `Timeout`.
+    fn disarm<T>(&self, result: Result<T>) -> Result<T> {
+        let expired = self.expired();
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        match result {
+            Err(e) if expired && e.kind() == &ErrorKind::Interrupted => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "statement cancelled after statement_timeout ({:?})",
+                    self.timeout.unwrap_or_default()
+                ),
+            )),
+            other => other,
+        }
+    }
+}
+
 /// What the async side can see of a worker.
 #[derive(Default)]
 struct WorkerState {
+    timeout: Option<Duration>,
+    deadline: Mutex<Option<std::time::Instant>>,
     load: Arc<Load>,
     /// Commands sent and not yet finished (rows sessions included).
     pending: AtomicUsize,
@@ -426,6 +470,7 @@ fn worker(
 ) {
     state.autocommit.store(true, SeqCst);
     while let Some(command) = next_command(&rx, &state.load, runtime.as_ref()) {
+        state.arm();
         match command {
             Command::Execute(sql, params, reply) => {
                 let result = execute(&conn, &sql, &params);
@@ -474,6 +519,7 @@ fn worker(
 /// Publishes the connection state before replying, so a caller that has its
 /// answer also sees `in_transaction()` up to date.
 fn finish<T>(conn: &Sqlite, state: &WorkerState, reply: Reply<T>, result: Result<T>) {
+    let result = state.disarm(result);
     state.autocommit.store(conn.is_autocommit(), SeqCst);
     state.finished();
     let _ = reply.send(result);
