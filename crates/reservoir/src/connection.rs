@@ -1,25 +1,122 @@
-//! `Connection`: a checked-out database connection and every way to run a
-//! statement on it. Dropping it returns the raw connection to the pool (an
-//! open transaction is rolled back first).
+//! `Connection`: a handle on a pooled raw connection, and every way to run
+//! a statement on it. Several handles may share one raw connection (a reuse
+//! chain, GINO style): the raw connection and its transaction depth live in
+//! a shared [`Link`], whose lock serves one operation at a time.
 
 use std::fmt;
-use std::sync::Arc;
+use std::panic::Location;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 
+use crate::context::TaskKey;
 use crate::cursor::Cursor;
+use crate::driver::RawConnection;
 use crate::engine::EngineInner;
 use crate::error::{Error, ErrorKind, Result};
 use crate::manager::DriverManager;
 use crate::params::{IntoParams, Params};
-use crate::pool::Pooled;
+use crate::pool::{BoxFuture, Pooled};
 use crate::row::Row;
 use crate::stream::RowStream;
 use crate::transaction::{Transaction, TxOptions};
 use crate::value::{FromValue, Value};
 
-/// A connection checked out of an [`Engine`](crate::Engine)'s pool.
+/// The raw connection shared by a reuse chain, checked out lazily.
+pub(crate) struct Link {
+    raw: tokio::sync::Mutex<Option<Pooled<DriverManager>>>,
+    caller: &'static Location<'static>,
+    id: AtomicU64,
+    /// The root handle was released: reusers get a clear error.
+    released: AtomicBool,
+    /// Rollbacks queued by dropped transactions, sent before the next statement.
+    queued: Mutex<Vec<String>>,
+    has_queued: AtomicBool,
+    pub(crate) tx_depth: AtomicUsize,
+    pub(crate) tx_options: Mutex<TxOptions>,
+}
+
+type RawGuard<'a> = tokio::sync::MutexGuard<'a, Option<Pooled<DriverManager>>>;
+
+impl Link {
+    pub(crate) fn new(caller: &'static Location<'static>, pooled: Option<Pooled<DriverManager>>) -> Self {
+        Link {
+            id: AtomicU64::new(pooled.as_ref().map_or(0, |p| p.id())),
+            raw: tokio::sync::Mutex::new(pooled),
+            caller,
+            released: AtomicBool::new(false),
+            queued: Mutex::new(Vec::new()),
+            has_queued: AtomicBool::new(false),
+            tx_depth: AtomicUsize::new(0),
+            tx_options: Mutex::new(TxOptions::new()),
+        }
+    }
+
+    pub(crate) fn is_released(&self) -> bool {
+        self.released.load(SeqCst)
+    }
+
+    /// Locks the raw connection for one operation, checking it out first if
+    /// this chain is lazy and has not yet.
+    async fn lock(&self, engine: &EngineInner) -> Result<RawGuard<'_>> {
+        let mut raw = self.raw.lock().await;
+        if self.is_released() {
+            return Err(Error::usage(
+                "the connection this one reused has been released; acquire a new one",
+            ));
+        }
+        if raw.is_none() {
+            let pooled = engine.pool.acquire_from(self.caller).await?;
+            self.id.store(pooled.id(), SeqCst);
+            *raw = Some(pooled);
+        }
+        if self.has_queued.swap(false, SeqCst) {
+            let queued = std::mem::take(&mut *self.queued.lock().unwrap_or_else(|e| e.into_inner()));
+            if let Some(pooled) = raw.as_mut() {
+                for sql in queued {
+                    pooled.enqueue(&sql);
+                }
+            }
+        }
+        Ok(raw)
+    }
+
+    /// Queues SQL for before the next statement (what `Drop` can do).
+    pub(crate) fn queue(&self, sql: String) {
+        self.queued.lock().unwrap_or_else(|e| e.into_inner()).push(sql);
+        self.has_queued.store(true, SeqCst);
+    }
+
+    /// Returns the raw connection to the pool now (the root handle's drop).
+    fn release(self: &Arc<Self>, invalidate: bool) {
+        self.released.store(true, SeqCst);
+        let finish = move |pooled: Option<Pooled<DriverManager>>| {
+            if let (Some(pooled), true) = (pooled, invalidate) {
+                pooled.invalidate();
+            }
+        };
+        match self.raw.try_lock() {
+            Ok(mut raw) => finish(raw.take()),
+            // A reuser is mid-statement: release once it is done.
+            Err(_) => {
+                if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                    let link = Arc::clone(self);
+                    handle.spawn(async move { finish(link.raw.lock().await.take()) });
+                }
+            }
+        }
+    }
+}
+
+fn raw_of<'g>(guard: &'g mut RawGuard<'_>) -> &'g mut Box<dyn RawConnection> {
+    guard.as_mut().expect("Link::lock checks the connection out")
+}
+
+/// A connection of an [`Engine`](crate::Engine)'s pool. Dropping it returns
+/// the raw connection (rolled back if a transaction is open); a reusing
+/// connection leaves the raw connection with its root.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> reservoir::Result<()> {
@@ -32,27 +129,60 @@ use crate::value::{FromValue, Value};
 /// # Ok(()) }
 /// ```
 pub struct Connection {
-    pooled: Pooled<DriverManager>,
     engine: Arc<EngineInner>,
+    link: Arc<Link>,
+    /// Set on the root of a chain: the task stack it sits on.
+    root: Option<TaskKey>,
 }
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
-            .field("id", &self.pooled.id())
+            .field("id", &self.id())
+            .field("root", &self.root.is_some())
             .field("url", &self.engine.url)
             .finish()
     }
 }
 
 impl Connection {
-    pub(crate) fn new(pooled: Pooled<DriverManager>, engine: Arc<EngineInner>) -> Self {
-        Connection { pooled, engine }
+    /// A root handle on `link`, pushed on the current task's stack.
+    pub(crate) fn root(engine: Arc<EngineInner>, link: Arc<Link>) -> Self {
+        let key = engine.contexts.push(&link);
+        Connection {
+            engine,
+            link,
+            root: Some(key),
+        }
     }
 
-    /// The pool's number for the raw connection underneath.
+    /// A handle reusing another connection's raw connection.
+    pub(crate) fn reusing(engine: Arc<EngineInner>, link: Arc<Link>) -> Self {
+        Connection {
+            engine,
+            link,
+            root: None,
+        }
+    }
+
+    /// The pool's number for the raw connection underneath; 0 while a lazy
+    /// connection has not checked one out yet.
     pub fn id(&self) -> u64 {
-        self.pooled.id()
+        self.link.id.load(SeqCst)
+    }
+
+    /// Whether this handle owns its raw connection (rather than reusing one).
+    pub fn is_root(&self) -> bool {
+        self.root.is_some()
+    }
+
+    /// The depth of the open transaction on the raw connection (0: none).
+    pub fn transaction_depth(&self) -> usize {
+        self.link.tx_depth.load(SeqCst)
+    }
+
+    pub(crate) fn link(&self) -> &Arc<Link> {
+        &self.link
     }
 
     /// Returns the connection to the pool (the same as dropping it).
@@ -60,9 +190,10 @@ impl Connection {
         drop(self);
     }
 
-    /// Closes the raw connection instead of returning it to the pool.
+    /// Closes the raw connection instead of returning it to the pool (for a
+    /// reusing handle: the shared one, which its root then no longer has).
     pub fn invalidate(self) {
-        self.pooled.invalidate();
+        self.link.release(true);
     }
 
     /// Binds parameters: named ones are rewritten to the dialect's placeholders.
@@ -70,29 +201,35 @@ impl Connection {
         params.bind(sql, self.engine.driver.placeholder())
     }
 
-    /// Runs a statement; returns the number of rows affected.
-    pub async fn execute(&mut self, sql: &str, params: impl IntoParams) -> Result<u64> {
-        let (sql, values) = self.bind(sql, params.into_params())?;
+    /// Runs one operation on the raw connection: locks it (checking it out
+    /// if lazy), logs the statement (INFO with `echo`, else DEBUG; parameter
+    /// values are never logged) and marks a lost connection for discarding.
+    async fn run<T>(
+        &self,
+        sql: &str,
+        op: impl FnOnce(&mut Box<dyn RawConnection>) -> BoxFuture<'_, Result<T>>,
+    ) -> Result<T> {
+        let mut raw = self.link.lock(&self.engine).await?;
         let started = Instant::now();
-        let result = self.pooled.execute(&sql, values).await;
-        self.finish(&sql, started, result)
-    }
-
-    /// Logs a finished statement (INFO with `echo`, else DEBUG; parameters
-    /// are never logged) and marks a lost connection for discarding.
-    fn finish<T>(&mut self, sql: &str, started: Instant, result: Result<T>) -> Result<T> {
+        let result = op(raw_of(&mut raw)).await;
         let elapsed = started.elapsed();
         if self.engine.echo {
             tracing::info!(target: "reservoir::sql", statement = sql, ?elapsed, ok = result.is_ok());
         } else {
             tracing::debug!(target: "reservoir::sql", statement = sql, ?elapsed, ok = result.is_ok());
         }
-        if let Err(e) = &result {
+        if let (Err(e), Some(pooled)) = (&result, raw.as_mut()) {
             if e.is_disconnect() {
-                self.pooled.mark_broken();
+                pooled.mark_broken();
             }
         }
         result
+    }
+
+    /// Runs a statement; returns the number of rows affected.
+    pub async fn execute(&mut self, sql: &str, params: impl IntoParams) -> Result<u64> {
+        let (sql, values) = self.bind(sql, params.into_params())?;
+        self.run(&sql, |raw| raw.execute(&sql, values)).await
     }
 
     /// Runs one prepared statement once per parameter set, atomically (in a
@@ -115,16 +252,12 @@ impl Connection {
         let Some(sql) = rewritten else {
             return Ok(0);
         };
-        let started = Instant::now();
-        let result = self.pooled.execute_many(&sql, sets).await;
-        self.finish(&sql, started, result)
+        self.run(&sql, |raw| raw.execute_many(&sql, sets)).await
     }
 
     async fn query(&mut self, sql: &str, params: Params, limit: Option<usize>) -> Result<Vec<Row>> {
         let (sql, values) = self.bind(sql, params)?;
-        let started = Instant::now();
-        let result = self.pooled.query(&sql, values, limit).await;
-        self.finish(&sql, started, result)
+        self.run(&sql, |raw| raw.query(&sql, values, limit)).await
     }
 
     /// The first row; an error of kind [`ErrorKind::NoRows`] if there is none.
@@ -166,7 +299,14 @@ impl Connection {
     /// so memory stays flat for any result size.
     pub fn fetch(&mut self, sql: &str, params: impl IntoParams) -> RowStream<'_> {
         match self.bind(sql, params.into_params()) {
-            Ok((sql, values)) => RowStream::new(self.pooled.open_rows(&sql, values)),
+            Ok((sql, values)) => {
+                let sql = sql.into_owned();
+                let (link, engine) = (Arc::clone(&self.link), Arc::clone(&self.engine));
+                RowStream::opening(Box::pin(async move {
+                    let mut raw = link.lock(&engine).await?;
+                    Ok(raw_of(&mut raw).open_rows(&sql, values))
+                }))
+            }
             Err(e) => RowStream::failed(e),
         }
     }
@@ -174,31 +314,60 @@ impl Connection {
     /// Opens a cursor over a query (asyncpg style: `forward`, `fetch`).
     pub async fn cursor(&mut self, sql: &str, params: impl IntoParams) -> Result<Cursor<'_>> {
         let (sql, values) = self.bind(sql, params.into_params())?;
-        let source = self.pooled.open_cursor(&sql, values).await?;
+        let source = self.run(&sql, |raw| raw.open_cursor(&sql, values)).await?;
         Ok(Cursor::new(source))
     }
 
-    /// Begins a transaction.
+    /// Begins a transaction, or a savepoint if the raw connection is
+    /// already inside one (a reused connection's).
     pub async fn begin(&mut self) -> Result<Transaction<'_>> {
         self.begin_with(TxOptions::new()).await
     }
 
     /// Begins a transaction with an isolation level or read-only mode.
     pub async fn begin_with(&mut self, options: TxOptions) -> Result<Transaction<'_>> {
-        let sql = self.engine.driver.begin_sql(&options)?;
+        let depth = self.begin_at(options).await?;
+        Ok(Transaction::borrowed(self, depth))
+    }
+
+    /// BEGIN at depth 1, SAVEPOINT deeper; returns the new depth. A nested
+    /// level may not ask for another isolation level than the outer one.
+    pub(crate) async fn begin_at(&mut self, options: TxOptions) -> Result<usize> {
+        let depth = self.link.tx_depth.load(SeqCst) + 1;
+        let sql = if depth == 1 {
+            self.engine.driver.begin_sql(&options)?
+        } else {
+            let outer = *self.link.tx_options.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(level) = options.isolation_level() {
+                if outer.isolation_level() != Some(level) {
+                    return Err(Error::usage(format!(
+                        "a nested transaction cannot change the isolation level (outer: {}, asked: {})",
+                        outer.isolation_level().map_or("database default", |l| l.sql()),
+                        level.sql()
+                    )));
+                }
+            }
+            format!("SAVEPOINT {}", crate::transaction::savepoint_name(depth))
+        };
         self.simple(&sql).await?;
-        Ok(Transaction::top(self, options))
+        self.link.tx_depth.store(depth, SeqCst);
+        if depth == 1 {
+            *self.link.tx_options.lock().unwrap_or_else(|e| e.into_inner()) = options;
+        }
+        Ok(depth)
     }
 
     /// Runs transaction-control SQL.
     pub(crate) async fn simple(&mut self, sql: &str) -> Result<()> {
-        let started = Instant::now();
-        let result = self.pooled.simple(sql).await;
-        self.finish(sql, started, result)
+        self.run(sql, |raw| raw.simple(sql)).await
     }
+}
 
-    /// Queues SQL to run before the next statement (rollback from `Drop`).
-    pub(crate) fn enqueue(&mut self, sql: &str) {
-        self.pooled.enqueue(sql);
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(key) = self.root {
+            self.engine.contexts.remove(key, &self.link);
+            self.link.release(false);
+        }
     }
 }

@@ -1,12 +1,14 @@
 //! `Engine`: URL -> driver -> pool, plus connectionless execution.
 
 use std::fmt;
+use std::panic::Location;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::connection::Connection;
+use crate::connection::{Connection, Link};
+use crate::context::Contexts;
 use crate::driver::{self, Driver, DriverOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::manager::DriverManager;
@@ -19,6 +21,7 @@ use crate::value::FromValue;
 
 pub(crate) struct EngineInner {
     pub pool: Pool<DriverManager>,
+    pub contexts: Contexts,
     pub driver: Arc<dyn Driver>,
     pub url: DatabaseUrl,
     pub echo: bool,
@@ -70,67 +73,115 @@ impl Engine {
         }
     }
 
-    /// Checks out a connection; it returns to the pool when dropped.
+    /// Checks out a connection; it returns to the pool when dropped. While it
+    /// is alive it sits on the current task's stack, where
+    /// `acquire().reuse(true)` finds it.
     #[track_caller]
-    pub fn acquire(&self) -> impl Future<Output = Result<Connection>> + Send + '_ {
-        let acquiring = self.inner.pool.acquire();
-        async move { Ok(Connection::new(acquiring.await?, Arc::clone(&self.inner))) }
+    pub fn acquire(&self) -> Acquire<'_> {
+        Acquire {
+            engine: self,
+            reuse: false,
+            lazy: false,
+            caller: Location::caller(),
+        }
     }
 
-    /// Begins a transaction on a connection of its own.
-    pub async fn begin(&self) -> Result<Transaction<'static>> {
-        self.begin_with(TxOptions::new()).await
+    async fn connection(
+        &self,
+        reuse: bool,
+        lazy: bool,
+        caller: &'static Location<'static>,
+    ) -> Result<Connection> {
+        if reuse {
+            if let Some(link) = self.inner.contexts.top() {
+                return Ok(Connection::reusing(Arc::clone(&self.inner), link));
+            }
+        }
+        let pooled = if lazy {
+            None
+        } else {
+            Some(self.inner.pool.acquire_from(caller).await?)
+        };
+        let link = Arc::new(Link::new(caller, pooled));
+        Ok(Connection::root(Arc::clone(&self.inner), link))
     }
 
-    /// Begins a transaction with options, on a connection of its own.
-    pub async fn begin_with(&self, options: TxOptions) -> Result<Transaction<'static>> {
-        let mut conn = self.acquire().await?;
-        let sql = self.inner.driver.begin_sql(&options)?;
-        conn.simple(&sql).await?;
-        Ok(Transaction::owned(conn, options))
+    /// What connectionless execution runs on: the task's current connection
+    /// (joining its transaction) or a lazily checked-out one of its own.
+    #[track_caller]
+    fn contextual(&self) -> impl Future<Output = Result<Connection>> + Send + '_ {
+        self.connection(true, true, Location::caller())
     }
 
-    /// Runs a statement on a pooled connection; returns the rows affected.
+    /// Begins a transaction on a connection of its own or, inside a task
+    /// that already holds a transaction, a savepoint on that one.
+    #[track_caller]
+    pub fn begin(&self) -> impl Future<Output = Result<Transaction<'static>>> + Send + '_ {
+        self.begin_with(TxOptions::new())
+    }
+
+    /// [`begin`](Self::begin) with an isolation level or read-only mode.
+    #[track_caller]
+    pub fn begin_with(
+        &self,
+        options: TxOptions,
+    ) -> impl Future<Output = Result<Transaction<'static>>> + Send + '_ {
+        let contextual = self.contextual();
+        async move {
+            let mut conn = contextual.await?;
+            let depth = conn.begin_at(options).await?;
+            Ok(Transaction::owned(conn, depth))
+        }
+    }
+
+    /// Runs a statement (connectionless: on the task's current connection,
+    /// else on a pooled one); returns the rows affected.
     pub async fn execute(&self, sql: &str, params: impl IntoParams) -> Result<u64> {
-        self.acquire().await?.execute(sql, params).await
+        self.contextual().await?.execute(sql, params).await
     }
 
-    /// [`Connection::execute_many`] on a pooled connection.
+    /// [`Connection::execute_many`], connectionless.
     pub async fn execute_many<P: IntoParams>(
         &self,
         sql: &str,
         params: impl IntoIterator<Item = P>,
     ) -> Result<u64> {
-        self.acquire().await?.execute_many(sql, params).await
+        self.contextual().await?.execute_many(sql, params).await
     }
 
-    /// The first row (an error if there is none).
+    /// The first row (an error if there is none), connectionless.
     pub async fn fetch_one(&self, sql: &str, params: impl IntoParams) -> Result<Row> {
-        self.acquire().await?.fetch_one(sql, params).await
+        self.contextual().await?.fetch_one(sql, params).await
     }
 
-    /// The first row, if any.
+    /// The first row, if any, connectionless.
     pub async fn fetch_optional(&self, sql: &str, params: impl IntoParams) -> Result<Option<Row>> {
-        self.acquire().await?.fetch_optional(sql, params).await
+        self.contextual().await?.fetch_optional(sql, params).await
     }
 
-    /// Every row, buffered.
+    /// Every row, buffered, connectionless.
     pub async fn fetch_all(&self, sql: &str, params: impl IntoParams) -> Result<Vec<Row>> {
-        self.acquire().await?.fetch_all(sql, params).await
+        self.contextual().await?.fetch_all(sql, params).await
     }
 
-    /// The first column of the first row.
+    /// The first column of the first row, connectionless.
     pub async fn fetch_scalar<T: FromValue>(&self, sql: &str, params: impl IntoParams) -> Result<T> {
-        self.acquire().await?.fetch_scalar(sql, params).await
+        self.contextual().await?.fetch_scalar(sql, params).await
     }
 
-    /// Every row deserialized into `T`.
+    /// Every row deserialized into `T`, connectionless.
     pub async fn fetch_all_as<T: DeserializeOwned>(
         &self,
         sql: &str,
         params: impl IntoParams,
     ) -> Result<Vec<T>> {
-        self.acquire().await?.fetch_all_as(sql, params).await
+        self.contextual().await?.fetch_all_as(sql, params).await
+    }
+
+    /// How many tasks currently hold a stack of reusable connections.
+    #[doc(hidden)]
+    pub fn context_tasks(&self) -> usize {
+        self.inner.contexts.tasks()
     }
 
     /// The pool's occupancy.
@@ -174,6 +225,52 @@ impl Engine {
     /// (cancel running statements first).
     pub async fn close_with(&self, options: CloseOptions) {
         self.inner.pool.close_with(options).await;
+    }
+}
+
+/// A pending [`Engine::acquire`]: `.reuse(true)` shares the raw connection
+/// of the task's newest reusable connection (GINO's `reuse=True`);
+/// `.lazy(true)` checks nothing out until the first statement or `begin()`.
+/// Await it to get the [`Connection`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> reservoir::Result<()> {
+/// let engine = reservoir::Engine::connect("sqlite::memory:").await?;
+/// let outer = engine.acquire().await?;
+/// let inner = engine.acquire().reuse(true).await?;      // the same raw connection
+/// assert_eq!(inner.id(), outer.id());
+/// let lazy = engine.acquire().lazy(true).await?;        // nothing checked out yet
+/// assert_eq!(lazy.id(), 0);
+/// # Ok(()) }
+/// ```
+#[must_use = "an Acquire does nothing until awaited"]
+pub struct Acquire<'e> {
+    engine: &'e Engine,
+    reuse: bool,
+    lazy: bool,
+    caller: &'static Location<'static>,
+}
+
+impl Acquire<'_> {
+    /// Reuse the task's current connection if there is one.
+    pub fn reuse(mut self, reuse: bool) -> Self {
+        self.reuse = reuse;
+        self
+    }
+
+    /// Check out a raw connection only when first needed.
+    pub fn lazy(mut self, lazy: bool) -> Self {
+        self.lazy = lazy;
+        self
+    }
+}
+
+impl<'e> std::future::IntoFuture for Acquire<'e> {
+    type Output = Result<Connection>;
+    type IntoFuture = crate::pool::BoxFuture<'e, Result<Connection>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.engine.connection(self.reuse, self.lazy, self.caller))
     }
 }
 
@@ -292,6 +389,7 @@ impl EngineBuilder {
         Ok(Engine {
             inner: Arc::new(EngineInner {
                 pool,
+                contexts: Contexts::default(),
                 driver,
                 url,
                 echo: settings.echo,

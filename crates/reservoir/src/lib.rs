@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 mod connection;
+mod context;
 pub mod cursor;
 pub mod driver;
 mod engine;
@@ -47,7 +48,7 @@ pub mod value;
 
 pub use connection::Connection;
 pub use cursor::Cursor;
-pub use engine::{Engine, EngineBuilder, IntoUrl};
+pub use engine::{Acquire, Engine, EngineBuilder, IntoUrl};
 pub use error::{Error, ErrorKind, Result};
 pub use params::{IntoParams, Params};
 pub use pool::{CloseOptions, PoolStats, PoolStatus};

@@ -18,6 +18,8 @@ const BATCH: usize = 512;
 /// A stream of rows; borrows its connection until dropped. Dropping it early
 /// stops the query.
 pub struct RowStream<'c> {
+    /// Locking (and if lazy, checking out) the connection, then starting the query.
+    opening: Option<BoxFuture<'static, Result<Box<dyn RowSource>>>>,
     source: Option<Box<dyn RowSource>>,
     in_flight: Option<BoxFuture<'static, Result<Vec<Row>>>>,
     buffered: std::vec::IntoIter<Row>,
@@ -35,9 +37,10 @@ impl std::fmt::Debug for RowStream<'_> {
 }
 
 impl RowStream<'_> {
-    pub(crate) fn new(source: Box<dyn RowSource>) -> Self {
+    pub(crate) fn opening(opening: BoxFuture<'static, Result<Box<dyn RowSource>>>) -> Self {
         RowStream {
-            source: Some(source),
+            opening: Some(opening),
+            source: None,
             in_flight: None,
             buffered: Vec::new().into_iter(),
             error: None,
@@ -48,6 +51,7 @@ impl RowStream<'_> {
 
     pub(crate) fn failed(error: Error) -> Self {
         RowStream {
+            opening: None,
             source: None,
             in_flight: None,
             buffered: Vec::new().into_iter(),
@@ -74,6 +78,18 @@ impl Stream for RowStream<'_> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Row>>> {
         let this = self.get_mut();
+        if let Some(opening) = this.opening.as_mut() {
+            match opening.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(result) => {
+                    this.opening = None;
+                    match result {
+                        Ok(source) => this.source = Some(source),
+                        Err(e) => this.error = Some(e),
+                    }
+                }
+            }
+        }
         loop {
             if let Some(row) = this.buffered.next() {
                 return Poll::Ready(Some(Ok(row)));

@@ -5,7 +5,9 @@
 use std::ops::{Deref, DerefMut};
 
 use crate::connection::Connection;
-use crate::error::{Error, Result};
+use std::sync::atomic::Ordering::SeqCst;
+
+use crate::error::Result;
 
 /// Isolation levels (SQL standard names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,26 +97,28 @@ enum TxConn<'c> {
 pub struct Transaction<'c> {
     conn: TxConn<'c>,
     depth: usize,
-    options: TxOptions,
     done: bool,
 }
 
+/// The savepoint that a transaction at `depth` (2 and more) stands for.
+pub(crate) fn savepoint_name(depth: usize) -> String {
+    format!("reservoir_sp_{depth}")
+}
+
 impl<'c> Transaction<'c> {
-    pub(crate) fn top(conn: &'c mut Connection, options: TxOptions) -> Self {
+    pub(crate) fn borrowed(conn: &'c mut Connection, depth: usize) -> Self {
         Transaction {
             conn: TxConn::Borrowed(conn),
-            depth: 1,
-            options,
+            depth,
             done: false,
         }
     }
 
-    /// A transaction that owns its connection (`engine.begin()`).
-    pub(crate) fn owned(conn: Connection, options: TxOptions) -> Transaction<'static> {
+    /// A transaction that owns its connection handle (`engine.begin()`).
+    pub(crate) fn owned(conn: Connection, depth: usize) -> Transaction<'static> {
         Transaction {
             conn: TxConn::Owned(Box::new(conn)),
-            depth: 1,
-            options,
+            depth,
             done: false,
         }
     }
@@ -124,38 +128,16 @@ impl<'c> Transaction<'c> {
         self.depth
     }
 
-    fn savepoint(&self) -> String {
-        format!("reservoir_sp_{}", self.depth)
-    }
-
     /// Begins a nested transaction: a savepoint.
     pub async fn begin(&mut self) -> Result<Transaction<'_>> {
-        let options = self.options;
-        self.begin_with(options).await
+        self.begin_with(TxOptions::new()).await
     }
 
     /// Begins a savepoint; asking for another isolation level than the
     /// outer transaction's is an error.
     pub async fn begin_with(&mut self, options: TxOptions) -> Result<Transaction<'_>> {
-        if let Some(level) = options.isolation {
-            if self.options.isolation != Some(level) {
-                return Err(Error::usage(format!(
-                    "a nested transaction cannot change the isolation level (outer: {}, asked: {})",
-                    self.options.isolation.map_or("database default", Isolation::sql),
-                    level.sql()
-                )));
-            }
-        }
-        let depth = self.depth + 1;
-        let name = format!("reservoir_sp_{depth}");
-        self.simple(&format!("SAVEPOINT {name}")).await?;
-        let options = self.options;
-        Ok(Transaction {
-            conn: TxConn::Borrowed(self),
-            depth,
-            options,
-            done: false,
-        })
+        let depth = self.begin_at(options).await?;
+        Ok(Transaction::borrowed(self, depth))
     }
 
     /// Commits (a savepoint is released into its outer transaction).
@@ -163,25 +145,30 @@ impl<'c> Transaction<'c> {
         let sql = if self.depth == 1 {
             "COMMIT".to_string()
         } else {
-            format!("RELEASE SAVEPOINT {}", self.savepoint())
+            format!("RELEASE SAVEPOINT {}", savepoint_name(self.depth))
         };
         self.simple(&sql).await?;
-        self.done = true;
+        self.finished();
         Ok(())
     }
 
     /// Rolls back (a savepoint rolls back to itself; outer work is kept).
     pub async fn rollback(mut self) -> Result<()> {
         let sql = self.rollback_sql();
-        self.done = true;
+        self.finished();
         self.simple(&sql).await
+    }
+
+    fn finished(&mut self) {
+        self.done = true;
+        self.link().tx_depth.store(self.depth - 1, SeqCst);
     }
 
     fn rollback_sql(&self) -> String {
         if self.depth == 1 {
             "ROLLBACK".to_string()
         } else {
-            let sp = self.savepoint();
+            let sp = savepoint_name(self.depth);
             format!("ROLLBACK TO SAVEPOINT {sp}; RELEASE SAVEPOINT {sp}")
         }
     }
@@ -191,7 +178,6 @@ impl std::fmt::Debug for Transaction<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transaction")
             .field("depth", &self.depth)
-            .field("options", &self.options)
             .field("connection", &**self)
             .finish()
     }
@@ -220,7 +206,8 @@ impl Drop for Transaction<'_> {
     fn drop(&mut self) {
         if !self.done {
             let sql = self.rollback_sql();
-            self.enqueue(&sql);
+            self.link().queue(sql);
+            self.finished();
         }
     }
 }

@@ -560,10 +560,12 @@ async fn close_waits_for_checked_out_connections(db: Db) {
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!closing.is_finished());
-    assert_eq!(
-        engine.execute("SELECT 1", ()).await.unwrap_err().kind(),
-        &ErrorKind::PoolClosed
-    );
+    // Another task has no connection to reuse: it is refused.
+    let other = engine.clone();
+    let refused = tokio::spawn(async move { other.execute("SELECT 1", ()).await })
+        .await
+        .unwrap();
+    assert_eq!(refused.unwrap_err().kind(), &ErrorKind::PoolClosed);
     drop(conn);
     tokio::time::timeout(Duration::from_secs(5), closing)
         .await

@@ -83,6 +83,14 @@ impl<M: Manager> Pool<M> {
         self.shared.acquire(caller)
     }
 
+    /// [`acquire`](Self::acquire) on behalf of a call site captured earlier.
+    pub(crate) fn acquire_from(
+        &self,
+        caller: &'static Location<'static>,
+    ) -> impl Future<Output = Result<Pooled<M>>> + Send + '_ {
+        self.shared.acquire(caller)
+    }
+
     /// Current occupancy.
     pub fn status(&self) -> PoolStatus {
         self.shared.status()

@@ -1,0 +1,77 @@
+//! Per-task stacks of reusable connections (GINO's context; SQLAlchemy's
+//! "threadlocal" strategy), one registry per engine. "The current task" is
+//! the tokio task, or the thread outside one (a `block_on` body), so it works
+//! with no set-up, and a spawned task starts with an empty stack.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::connection::Link;
+
+/// Identifies the current task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum TaskKey {
+    Task(tokio::task::Id),
+    Thread(std::thread::ThreadId),
+}
+
+impl TaskKey {
+    pub fn current() -> TaskKey {
+        match tokio::task::try_id() {
+            Some(id) => TaskKey::Task(id),
+            None => TaskKey::Thread(std::thread::current().id()),
+        }
+    }
+}
+
+/// The stacks of every task that holds a reusable connection of one engine.
+/// An entry lives exactly as long as its root connection, so a task that
+/// ends (dropping its connections) leaves nothing behind.
+#[derive(Default)]
+pub(crate) struct Contexts {
+    stacks: Mutex<HashMap<TaskKey, Vec<Weak<Link>>>>,
+}
+
+impl Contexts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TaskKey, Vec<Weak<Link>>>> {
+        self.stacks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The newest live reusable connection of the current task.
+    pub fn top(&self) -> Option<Arc<Link>> {
+        let stacks = self.lock();
+        let stack = stacks.get(&TaskKey::current())?;
+        stack
+            .iter()
+            .rev()
+            .find_map(Weak::upgrade)
+            .filter(|link| !link.is_released())
+    }
+
+    /// Puts a root connection on the current task's stack.
+    pub fn push(&self, link: &Arc<Link>) -> TaskKey {
+        let key = TaskKey::current();
+        self.lock().entry(key).or_default().push(Arc::downgrade(link));
+        key
+    }
+
+    /// Takes a root connection off the stack it was pushed on.
+    pub fn remove(&self, key: TaskKey, link: &Arc<Link>) {
+        let mut stacks = self.lock();
+        if let Some(stack) = stacks.get_mut(&key) {
+            let target = Arc::downgrade(link);
+            if let Some(pos) = stack.iter().rposition(|w| w.ptr_eq(&target)) {
+                stack.remove(pos);
+            }
+            stack.retain(|w| w.strong_count() > 0);
+            if stack.is_empty() {
+                stacks.remove(&key);
+            }
+        }
+    }
+
+    /// How many tasks hold a stack right now.
+    pub fn tasks(&self) -> usize {
+        self.lock().len()
+    }
+}
