@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Db, table_name};
+use common::{Db, fresh_table};
 use reservoir::{Connection, Engine, ErrorKind, params};
 
 /// Which server-side connection this is: the backend pid on PostgreSQL, the
@@ -16,19 +16,6 @@ async fn server_id(db: &Db, conn: &mut Connection) -> i64 {
             conn.id() as i64
         }
     }
-}
-
-async fn fresh_table(db: &Db, engine: &Engine, test: &str) -> String {
-    let t = table_name(db, test);
-    engine
-        .execute(&format!("DROP TABLE IF EXISTS {t}"), ())
-        .await
-        .unwrap();
-    engine
-        .execute(&format!("CREATE TABLE {t} (id INTEGER PRIMARY KEY)"), ())
-        .await
-        .unwrap();
-    t
 }
 
 per_dialect!(
@@ -151,7 +138,7 @@ async fn spawned_tasks_do_not_inherit_the_stack(db: Db) {
 /// called inside `engine.begin()` ... `rollback()`.
 async fn connectionless_execution_joins_the_tasks_transaction(db: Db) {
     let engine = db.engine().await;
-    let t = fresh_table(&db, &engine, "ctx_join").await;
+    let t = fresh_table(&db, &engine, "ctx_join", "id INTEGER PRIMARY KEY").await;
     async fn add(engine: &Engine, t: &str, id: i64) {
         engine
             .execute(
@@ -192,7 +179,7 @@ async fn connectionless_execution_joins_the_tasks_transaction(db: Db) {
 
 async fn engine_begin_inside_a_contextual_transaction_is_a_savepoint(db: Db) {
     let engine = db.engine().await;
-    let t = fresh_table(&db, &engine, "ctx_savepoint").await;
+    let t = fresh_table(&db, &engine, "ctx_savepoint", "id INTEGER PRIMARY KEY").await;
     let insert = format!("INSERT INTO {t} (id) VALUES (:id)");
     let outer = engine.begin().await.unwrap();
     engine.execute(&insert, params! {"id" => 1}).await.unwrap();

@@ -4,25 +4,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Db, rss_bytes, table_name};
+use common::{Db, rss_bytes};
 use reservoir::{CloseOptions, Engine, ErrorKind, Isolation, Row, TxOptions, Value, params};
 use serde::Deserialize;
 
 /// A fresh employee table named after the test.
 async fn employee_table(db: &Db, engine: &Engine, test: &str) -> String {
-    let t = table_name(db, test);
-    engine
-        .execute(&format!("DROP TABLE IF EXISTS {t}"), ())
-        .await
-        .unwrap();
-    engine
-        .execute(
-            &format!("CREATE TABLE {t} (id INTEGER PRIMARY KEY, department_id INTEGER NOT NULL, name TEXT)"),
-            (),
-        )
-        .await
-        .unwrap();
-    t
+    let columns = "id INTEGER PRIMARY KEY, department_id INTEGER NOT NULL, name TEXT";
+    common::fresh_table(db, engine, test, columns).await
 }
 
 async fn count(engine: &Engine, table: &str) -> i64 {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Db, table_name};
+use common::{Db, fresh_table, table_name};
 use reservoir::{Engine, ErrorKind, MetaData, Value};
 
 per_dialect!(
@@ -71,15 +71,7 @@ async fn bound_statements_run_without_naming_an_engine(db: Db) {
 async fn implicit_statements_join_the_tasks_transaction(db: Db) {
     let meta = MetaData::new();
     let engine = meta.set_bind(&db.url()).await.unwrap();
-    let t = table_name(&db, "meta_tx");
-    engine
-        .execute(&format!("DROP TABLE IF EXISTS {t}"), ())
-        .await
-        .unwrap();
-    engine
-        .execute(&format!("CREATE TABLE {t} (id INTEGER PRIMARY KEY)"), ())
-        .await
-        .unwrap();
+    let t = fresh_table(&db, &engine, "meta_tx", "id INTEGER PRIMARY KEY").await;
     let table = meta.table(&t);
     let tx = engine.begin().await.unwrap();
     table

@@ -87,6 +87,20 @@ pub fn table_name(db: &Db, test: &str) -> String {
     format!("rsv_{test}_{}", db.dialect.name())
 }
 
+/// A new, empty table named after the test, with the given column list.
+pub async fn fresh_table(db: &Db, engine: &Engine, test: &str, columns: &str) -> String {
+    let t = table_name(db, test);
+    engine
+        .execute(&format!("DROP TABLE IF EXISTS {t}"), ())
+        .await
+        .unwrap();
+    engine
+        .execute(&format!("CREATE TABLE {t} ({columns})"), ())
+        .await
+        .unwrap();
+    t
+}
+
 /// Resident memory of this process, in bytes.
 pub fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
