@@ -166,8 +166,20 @@ async fn point_selects(url: &str, path: &Path) -> (Vec<Row>, Row, Vec<Row>, Row)
             }
         })
     };
+    let per_op_checkout = |tasks| {
+        let engine = engine.clone();
+        throughput(tasks, move || {
+            let engine = engine.clone();
+            async move {
+                let mut conn = engine.acquire().await.expect("acquire");
+                std::hint::black_box(conn.fetch_one(SELECT, (next_id(),)).await.expect("select"));
+            }
+        })
+    };
     let ours_1 = connectionless(1).await;
     let ours_32 = connectionless(32).await;
+    let checkout_1 = per_op_checkout(1).await;
+    let checkout_32 = per_op_checkout(32).await;
 
     let pool = Arc::new(sqlx_pool(path, POOL).await);
     let sqlx_run = |tasks| {
