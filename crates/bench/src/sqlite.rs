@@ -208,15 +208,25 @@ async fn point_selects(url: &str, path: &Path) -> (Vec<Row>, Row, Vec<Row>, Row)
                 name: "reservoir engine.fetch_one (connectionless)",
                 rate: ours_1,
             },
+            Row {
+                name: "reservoir acquire + conn.fetch_one per select",
+                rate: checkout_1,
+            },
         ],
         Row {
             name: "sqlx 0.9 SqlitePool",
             rate: sqlx_1,
         },
-        vec![Row {
-            name: "reservoir engine.fetch_one (connectionless)",
-            rate: ours_32,
-        }],
+        vec![
+            Row {
+                name: "reservoir engine.fetch_one (connectionless)",
+                rate: ours_32,
+            },
+            Row {
+                name: "reservoir acquire + conn.fetch_one per select",
+                rate: checkout_32,
+            },
+        ],
         Row {
             name: "sqlx 0.9 SqlitePool",
             rate: sqlx_32,
