@@ -41,7 +41,66 @@ per_dialect!(
     flood_is_served_up_to_capacity_plus_backlog,
     url_settings_and_builder_overrides,
     statement_timeout_cancels_and_keeps_the_connection,
+    copy_in_loads_positional_and_named_rows,
 );
+
+async fn copy_in_loads_positional_and_named_rows(db: Db) {
+    #[derive(serde::Serialize)]
+    struct Emp {
+        name: Option<String>,
+        id: i64,
+        department_id: i32,
+    }
+    let engine = db.engine().await;
+    let t = employee_table(&db, &engine, "copy_in").await;
+    let mut conn = engine.acquire().await.unwrap();
+    let n = conn
+        .copy_in(
+            &t,
+            &["id", "department_id", "name"],
+            (1..=1000).map(|i: i64| (i, 7, format!("e{i}"))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1000);
+    let named = (1001..=1010).map(|id| {
+        reservoir::Params::from_serde(&Emp {
+            name: None,
+            id,
+            department_id: 8,
+        })
+        .unwrap()
+    });
+    assert_eq!(
+        conn.copy_in(&t, &["id", "department_id", "name"], named)
+            .await
+            .unwrap(),
+        10
+    );
+    let sum: i64 = conn
+        .fetch_scalar(&format!("SELECT sum(department_id) FROM {t}"), ())
+        .await
+        .unwrap();
+    assert_eq!(sum, 7 * 1000 + 8 * 10);
+    let nulls: i64 = conn
+        .fetch_scalar(&format!("SELECT count(*) FROM {t} WHERE name IS NULL"), ())
+        .await
+        .unwrap();
+    assert_eq!(nulls, 10);
+    let err = conn
+        .copy_in(&t, &["id", "department_id"], [(1,)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Param, "{err:?}");
+    let err = conn.copy_in(&t, &["id", ""], [(1, 2)]).await.unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Param, "{err:?}");
+    drop(conn);
+    assert_eq!(
+        count(&engine, &t).await,
+        1010,
+        "nothing of the failed loads was kept"
+    );
+}
 
 async fn statement_timeout_cancels_and_keeps_the_connection(db: Db) {
     let engine = db

@@ -44,6 +44,19 @@ pub trait RawConnection: Send + 'static {
     /// Starts a query whose rows are pulled in batches (streams, cursors).
     /// Errors surface on the first pull.
     fn open_rows(&mut self, sql: &str, params: Vec<Value>) -> Box<dyn RowSource>;
+    /// Bulk-loads rows into `table` (quoted identifiers, values in `columns`
+    /// order). By default an `INSERT ... VALUES (?, ...)` run through
+    /// [`execute_many`](Self::execute_many); PostgreSQL uses binary COPY.
+    fn copy_in(
+        &mut self,
+        table: &str,
+        columns: &[String],
+        rows: Vec<Vec<Value>>,
+    ) -> BoxFuture<'_, Result<u64>> {
+        let marks = vec!["?"; columns.len()].join(", ");
+        let sql = format!("INSERT INTO {table} ({}) VALUES ({marks})", columns.join(", "));
+        self.execute_many(&sql, rows)
+    }
     /// Opens a cursor over a query (server-side where the database has
     /// them); by default the same as [`open_rows`](Self::open_rows).
     fn open_cursor(&mut self, sql: &str, params: Vec<Value>) -> BoxFuture<'_, Result<Box<dyn RowSource>>> {

@@ -399,6 +399,47 @@ impl RawConnection for PgConnection {
         })
     }
 
+    fn copy_in(
+        &mut self,
+        table: &str,
+        columns: &[String],
+        rows: Vec<Vec<Value>>,
+    ) -> BoxFuture<'_, Result<u64>> {
+        let cols = columns.join(", ");
+        let probe = format!("SELECT {cols} FROM {table} LIMIT 0");
+        let copy = format!("COPY {table} ({cols}) FROM STDIN BINARY");
+        Box::pin(async move {
+            let mut op = InFlight::new(&self.dirty);
+            self.flush_queued().await?;
+            // Binary COPY needs each column's type: ask the server once.
+            let types: Vec<Type> = self
+                .client
+                .prepare(&probe)
+                .await
+                .map_err(map_error)?
+                .columns()
+                .iter()
+                .map(|c| c.type_().clone())
+                .collect();
+            let sink = self.client.copy_in(copy.as_str()).await.map_err(map_error)?;
+            let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
+            let mut writer = std::pin::pin!(writer);
+            for row in &rows {
+                if row.len() != types.len() {
+                    return Err(Error::new(
+                        ErrorKind::Param,
+                        format!("a row has {} values for {} columns", row.len(), types.len()),
+                    ));
+                }
+                let b = binds(row);
+                writer.as_mut().write(&as_refs(&b)).await.map_err(map_error)?;
+            }
+            let n = writer.finish().await.map_err(map_error)?;
+            op.finished = true;
+            Ok(n)
+        })
+    }
+
     fn simple(&mut self, sql: &str) -> BoxFuture<'_, Result<()>> {
         let sql = sql.to_string();
         Box::pin(async move {
