@@ -6,6 +6,10 @@
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use tokio_postgres::types::Type;
 
 use reservoir::Engine;
 
@@ -38,6 +42,253 @@ pub fn run() {
         });
     }
     print_table("point select by primary key", "selects/s", &ours, &peers);
+
+    let (ours, peers) = rt.block_on(bulk());
+    print_table(
+        &format!("{BULK} rows inserted in one transaction"),
+        "rows/s",
+        &ours,
+        &peers,
+    );
+    let (ours, peers) = rt.block_on(streaming());
+    print_table(
+        "streaming 1,000,000 rows of pgbench_accounts (RSS growth in the name)",
+        "rows/s",
+        &ours,
+        &peers,
+    );
+}
+
+const BULK: usize = 100_000;
+const BULK_INSERT: &str = "INSERT INTO reservoir_bulk (id, name, value) VALUES ($1, $2, $3)";
+
+fn bulk_rows() -> Vec<(i32, String, i32)> {
+    (1..=BULK as i32)
+        .map(|i| (i, format!("name-{i}"), i * 3))
+        .collect()
+}
+
+async fn timed<F: Future<Output = ()>>(client: &tokio_postgres::Client, f: F) -> f64 {
+    client
+        .batch_execute("TRUNCATE reservoir_bulk")
+        .await
+        .expect("truncate");
+    let started = Instant::now();
+    f.await;
+    BULK as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn bulk() -> (Vec<Row>, Vec<Row>) {
+    let (admin, conn) = tokio_postgres::connect(URL, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    admin
+        .batch_execute(
+            "DROP TABLE IF EXISTS reservoir_bulk; \
+             CREATE TABLE reservoir_bulk (id INTEGER PRIMARY KEY, name TEXT NOT NULL, value INTEGER NOT NULL)",
+        )
+        .await
+        .expect("bulk table");
+    let engine = Engine::builder(URL).pool_size(1).build().await.expect("engine");
+
+    let ours = timed(&admin, async {
+        let mut conn = engine.acquire().await.expect("acquire");
+        let mut tx = conn.begin().await.expect("begin");
+        assert_eq!(
+            tx.execute_many(BULK_INSERT, bulk_rows())
+                .await
+                .expect("execute_many"),
+            BULK as u64
+        );
+        tx.commit().await.expect("commit");
+    })
+    .await;
+    let copy = timed(&admin, async {
+        let mut conn = engine.acquire().await.expect("acquire");
+        let n = conn
+            .copy_in("reservoir_bulk", &["id", "name", "value"], bulk_rows())
+            .await
+            .expect("copy_in");
+        assert_eq!(n, BULK as u64);
+    })
+    .await;
+
+    let (client, conn) = tokio_postgres::connect(URL, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    let pipelined = timed(&admin, async {
+        client.batch_execute("BEGIN").await.expect("begin");
+        let stmt = client.prepare(BULK_INSERT).await.expect("prepare");
+        let rows = bulk_rows();
+        let futures = rows.iter().map(|(id, name, value)| {
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [id, name, value];
+            client.execute_raw(&stmt, params)
+        });
+        let mut in_flight = futures_util::stream::iter(futures).buffered(256);
+        while let Some(n) = in_flight.next().await {
+            n.expect("insert");
+        }
+        client.batch_execute("COMMIT").await.expect("commit");
+    })
+    .await;
+    let raw_copy = timed(&admin, async {
+        let sink = client
+            .copy_in("COPY reservoir_bulk (id, name, value) FROM STDIN BINARY")
+            .await
+            .expect("copy");
+        let types = [Type::INT4, Type::TEXT, Type::INT4];
+        let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
+        let mut writer = std::pin::pin!(writer);
+        for (id, name, value) in bulk_rows() {
+            writer.as_mut().write(&[&id, &name, &value]).await.expect("row");
+        }
+        writer.finish().await.expect("finish");
+    })
+    .await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(URL)
+        .await
+        .expect("sqlx");
+    let sqlx_rate = timed(&admin, async {
+        let mut tx = pool.begin().await.expect("begin");
+        for (id, name, value) in bulk_rows() {
+            sqlx::query(BULK_INSERT)
+                .bind(id)
+                .bind(name)
+                .bind(value)
+                .execute(&mut *tx)
+                .await
+                .expect("insert");
+        }
+        tx.commit().await.expect("commit");
+    })
+    .await;
+    engine.close().await;
+    (
+        vec![
+            Row {
+                name: "reservoir tx.execute_many (pipelined)",
+                rate: ours,
+            },
+            Row {
+                name: "reservoir conn.copy_in (binary COPY)",
+                rate: copy,
+            },
+        ],
+        vec![
+            Row {
+                name: "tokio-postgres pipelined executes (256 in flight)",
+                rate: pipelined,
+            },
+            Row {
+                name: "tokio-postgres binary COPY",
+                rate: raw_copy,
+            },
+            Row {
+                name: "sqlx 0.9 row by row in a transaction",
+                rate: sqlx_rate,
+            },
+        ],
+    )
+}
+
+const STREAM: &str = "SELECT aid, bid, abalance, filler FROM pgbench_accounts";
+
+/// Rows per second of one streaming run, and how far RSS grew during it.
+async fn stream_run<F: Future<Output = u64>>(f: F) -> (f64, u64) {
+    let before = rss_bytes();
+    let started = Instant::now();
+    let n = f.await;
+    assert_eq!(n, ACCOUNTS);
+    (
+        n as f64 / started.elapsed().as_secs_f64(),
+        PEAK.swap(0, Relaxed).saturating_sub(before),
+    )
+}
+
+static PEAK: AtomicU64 = AtomicU64::new(0);
+
+fn sample_rss(n: u64) {
+    if n % 50_000 == 0 {
+        PEAK.fetch_max(rss_bytes(), Relaxed);
+    }
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 4096
+}
+
+fn named(label: &'static str, (rate, grew): (f64, u64)) -> Row {
+    let name: &'static str = Box::leak(format!("{label}, RSS +{} MiB", grew >> 20).into_boxed_str());
+    Row { name, rate }
+}
+
+async fn streaming() -> (Vec<Row>, Vec<Row>) {
+    let engine = Engine::builder(URL).pool_size(1).build().await.expect("engine");
+    let ours = stream_run(async {
+        let mut conn = engine.acquire().await.expect("acquire");
+        let mut rows = conn.fetch(STREAM, ());
+        let mut n = 0;
+        while let Some(row) = rows.next().await {
+            std::hint::black_box(row.expect("row"));
+            n += 1;
+            sample_rss(n);
+        }
+        n
+    })
+    .await;
+    let (client, conn) = tokio_postgres::connect(URL, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    let raw = stream_run(async {
+        let stream = client
+            .query_raw(STREAM, std::iter::empty::<i32>())
+            .await
+            .expect("query_raw");
+        let mut stream = std::pin::pin!(stream);
+        let mut n = 0;
+        while let Some(row) = stream.next().await {
+            std::hint::black_box(row.expect("row"));
+            n += 1;
+            sample_rss(n);
+        }
+        n
+    })
+    .await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(URL)
+        .await
+        .expect("sqlx");
+    let sqlx_rate = stream_run(async {
+        let mut stream = sqlx::query(STREAM).fetch(&pool);
+        let mut n = 0;
+        while let Some(row) = stream.next().await {
+            std::hint::black_box(row.expect("row"));
+            n += 1;
+            sample_rss(n);
+        }
+        n
+    })
+    .await;
+    engine.close().await;
+    (
+        vec![named("reservoir conn.fetch() stream", ours)],
+        vec![
+            named("tokio-postgres query_raw", raw),
+            named("sqlx 0.9 fetch", sqlx_rate),
+        ],
+    )
 }
 
 fn prepare_table() {
