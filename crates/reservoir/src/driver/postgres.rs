@@ -590,7 +590,7 @@ impl PgRows {
 
     async fn advance(state: &mut PortalState, n: u64, keep: bool) -> Result<(Vec<Row>, u64)> {
         Self::start(state).await?;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(if keep { n.min(1024) as usize } else { 0 });
         let mut seen = 0;
         if let PortalState::Streaming { rows, columns } = state {
             while seen < n {

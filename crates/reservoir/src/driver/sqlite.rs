@@ -130,6 +130,7 @@ impl Driver for SqliteDriver {
             let state = Arc::new(WorkerState {
                 load: Arc::clone(&self.load),
                 timeout: self.statement_timeout,
+                cache_size: self.cache_size,
                 ..WorkerState::default()
             });
             let worker_state = Arc::clone(&state);
@@ -234,6 +235,7 @@ impl WorkerState {
 /// What the async side can see of a worker.
 #[derive(Default)]
 struct WorkerState {
+    cache_size: usize,
     timeout: Option<Duration>,
     deadline: Mutex<Option<std::time::Instant>>,
     load: Arc<Load>,
@@ -469,6 +471,7 @@ fn worker(
     runtime: Option<tokio::runtime::Handle>,
 ) {
     state.autocommit.store(true, SeqCst);
+    let mut shapes = Shapes::new(state.cache_size);
     while let Some(command) = next_command(&rx, &state.load, runtime.as_ref()) {
         state.arm();
         match command {
@@ -481,7 +484,7 @@ fn worker(
                 finish(&conn, state, reply, result);
             }
             Command::Query(sql, params, limit, reply) => {
-                let result = query(&conn, &sql, &params, limit.unwrap_or(usize::MAX));
+                let result = query(&conn, &mut shapes, &sql, &params, limit.unwrap_or(usize::MAX));
                 finish(&conn, state, reply, result);
             }
             Command::Simple(sql, reply) => {
@@ -508,7 +511,7 @@ fn worker(
                 finish(&conn, state, reply, result);
             }
             Command::Rows(sql, params, pulls) => {
-                serve_rows(&conn, &sql, &params, &pulls);
+                serve_rows(&conn, &mut shapes, &sql, &params, &pulls);
                 state.autocommit.store(conn.is_autocommit(), SeqCst);
                 state.finished();
             }
@@ -614,20 +617,53 @@ enum Hint {
     Bool,
 }
 
-fn columns_of(stmt: &rusqlite::Statement<'_>) -> (Arc<[Column]>, Vec<Hint>) {
-    let columns: Arc<[Column]> = stmt
-        .columns()
-        .iter()
-        .map(|c| Column::new(c.name(), c.decl_type().map(str::to_string)))
-        .collect();
-    let hints = columns
-        .iter()
-        .map(|c| match c.decl_type().map(str::to_ascii_uppercase).as_deref() {
-            Some("BOOLEAN" | "BOOL") => Hint::Bool,
-            _ => Hint::Plain,
-        })
-        .collect();
-    (columns, hints)
+/// A statement's result columns and how to read them.
+#[derive(Clone)]
+struct Shape {
+    columns: Arc<[Column]>,
+    hints: Arc<[Hint]>,
+}
+
+/// Result shapes by SQL text, so a repeated query builds its columns once
+/// (a point select spent more on column names than on the lookup itself).
+struct Shapes(lru::LruCache<Box<str>, Shape>);
+
+impl Shapes {
+    fn new(capacity: usize) -> Self {
+        Shapes(lru::LruCache::new(
+            std::num::NonZeroUsize::new(capacity.max(1)).expect("at least 1"),
+        ))
+    }
+
+    fn of(&mut self, sql: &str, stmt: &rusqlite::Statement<'_>) -> Shape {
+        if let Some(shape) = self.0.get(sql) {
+            // The schema may have changed under the same SQL (SELECT *).
+            let same = shape.columns.len() == stmt.column_count()
+                && shape
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .all(|(i, c)| stmt.column_name(i).is_ok_and(|n| n == c.name()));
+            if same {
+                return shape.clone();
+            }
+        }
+        let columns: Arc<[Column]> = stmt
+            .columns()
+            .iter()
+            .map(|c| Column::new(c.name(), c.decl_type().map(str::to_string)))
+            .collect();
+        let hints = columns
+            .iter()
+            .map(|c| match c.decl_type().map(str::to_ascii_uppercase).as_deref() {
+                Some("BOOLEAN" | "BOOL") => Hint::Bool,
+                _ => Hint::Plain,
+            })
+            .collect();
+        let shape = Shape { columns, hints };
+        self.0.put(sql.into(), shape.clone());
+        shape
+    }
 }
 
 fn read_row(row: &rusqlite::Row<'_>, columns: &Arc<[Column]>, hints: &[Hint]) -> Result<Row> {
@@ -646,10 +682,10 @@ fn read_row(row: &rusqlite::Row<'_>, columns: &Arc<[Column]>, hints: &[Hint]) ->
     Ok(Row::new(Arc::clone(columns), values))
 }
 
-fn query(conn: &Sqlite, sql: &str, params: &[Value], limit: usize) -> Result<Vec<Row>> {
+fn query(conn: &Sqlite, shapes: &mut Shapes, sql: &str, params: &[Value], limit: usize) -> Result<Vec<Row>> {
     let mut stmt = conn.prepare_cached(sql).map_err(map_error)?;
     bind_all(&mut stmt, params)?;
-    let (columns, hints) = columns_of(&stmt);
+    let Shape { columns, hints } = shapes.of(sql, &stmt);
     let mut rows = stmt.raw_query();
     let mut out = Vec::new();
     while out.len() < limit {
@@ -663,7 +699,13 @@ fn query(conn: &Sqlite, sql: &str, params: &[Value], limit: usize) -> Result<Vec
 
 /// Serves pulls on one query until the puller hangs up. Rows are stepped
 /// only as they are asked for, so memory stays flat for any result size.
-fn serve_rows(conn: &Sqlite, sql: &str, params: &[Value], pulls: &std_mpsc::Receiver<Pull>) {
+fn serve_rows(
+    conn: &Sqlite,
+    shapes: &mut Shapes,
+    sql: &str,
+    params: &[Value],
+    pulls: &std_mpsc::Receiver<Pull>,
+) {
     let mut stmt = match conn.prepare_cached(sql).map_err(map_error) {
         Ok(stmt) => stmt,
         Err(e) => return fail_pulls(pulls, &e),
@@ -671,7 +713,7 @@ fn serve_rows(conn: &Sqlite, sql: &str, params: &[Value], pulls: &std_mpsc::Rece
     if let Err(e) = bind_all(&mut stmt, params) {
         return fail_pulls(pulls, &e);
     }
-    let (columns, hints) = columns_of(&stmt);
+    let Shape { columns, hints } = shapes.of(sql, &stmt);
     let mut rows = stmt.raw_query();
     let mut exhausted = false;
     while let Ok(pull) = pulls.recv() {
