@@ -336,6 +336,8 @@ fn to_sea(value: &Value) -> sea_query::Value {
         Value::TimestampTz(v) => S::ChronoDateTimeUtc(Some(Box::new(*v))),
         Value::Uuid(v) => S::Uuid(Some(Box::new(*v))),
         Value::Json(v) => S::Json(Some(Box::new(v.clone()))),
+        // sea-query's arrays are PostgreSQL-only; JSON works on every dialect.
+        Value::Array(_) => S::Json(Some(Box::new(crate::value::to_json(value)))),
     }
 }
 

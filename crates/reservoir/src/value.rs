@@ -43,6 +43,8 @@ pub enum Value {
     Uuid(Uuid),
     /// JSON, JSONB.
     Json(serde_json::Value),
+    /// An array (PostgreSQL arrays; JSON text on SQLite). See [`Array`].
+    Array(Vec<Value>),
 }
 
 impl Value {
@@ -65,6 +67,7 @@ impl Value {
             Value::TimestampTz(_) => "TIMESTAMPTZ",
             Value::Uuid(_) => "UUID",
             Value::Json(_) => "JSON",
+            Value::Array(_) => "ARRAY",
         }
     }
 
@@ -408,6 +411,53 @@ pub(crate) fn to_json(value: &Value) -> serde_json::Value {
         Value::TimestampTz(t) => J::String(t.to_rfc3339()),
         Value::Uuid(u) => J::String(u.to_string()),
         Value::Json(j) => j.clone(),
+        Value::Array(items) => J::Array(items.iter().map(to_json).collect()),
+    }
+}
+
+/// A SQL array of `T`, for binding and reading arrays (a plain `Vec<T>`
+/// cannot be one: `Vec<u8>` already means bytes).
+///
+/// ```
+/// use reservoir::value::{Array, FromValue, ToValue, Value};
+/// let v = Array(vec![1i32, 2, 3]).to_value();
+/// assert_eq!(Array::<i64>::from_value(&v), Some(Array(vec![1, 2, 3])));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Array<T>(pub Vec<T>);
+
+impl<T: ToValue> ToValue for Array<T> {
+    fn to_value(&self) -> Value {
+        Value::Array(self.0.iter().map(ToValue::to_value).collect())
+    }
+}
+
+impl<T: FromValue> FromValue for Array<T> {
+    const RUST_TYPE: &'static str = "Array";
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Array(items) => items
+                .iter()
+                .map(T::from_value)
+                .collect::<Option<Vec<_>>>()
+                .map(Array),
+            // SQLite keeps arrays as JSON text.
+            Value::Text(s) => match serde_json::from_str::<serde_json::Value>(s).ok()? {
+                serde_json::Value::Array(items) => items
+                    .into_iter()
+                    .map(|j| T::from_value(&from_json(j)))
+                    .collect::<Option<Vec<_>>>()
+                    .map(Array),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+impl<T: ToValue> From<Array<T>> for Value {
+    fn from(a: Array<T>) -> Value {
+        a.to_value()
     }
 }
 

@@ -42,7 +42,43 @@ per_dialect!(
     url_settings_and_builder_overrides,
     statement_timeout_cancels_and_keeps_the_connection,
     copy_in_loads_positional_and_named_rows,
+    arrays_round_trip,
 );
+
+async fn arrays_round_trip(db: Db) {
+    use reservoir::value::Array;
+    let engine = db.engine().await;
+    let sql = format!(
+        "SELECT {} AS ints, {} AS texts, {} AS empty",
+        db.typed("ints", "INTEGER[]"),
+        db.typed("texts", "TEXT[]"),
+        db.typed("empty", "BIGINT[]")
+    );
+    let row = engine
+        .fetch_one(
+            &sql,
+            params! {
+                "ints" => Array(vec![Some(1i32), None, Some(3)]),
+                "texts" => Array(vec!["a", "b'c"]),
+                "empty" => Array(Vec::<i64>::new()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<Array<Option<i32>>>("ints").unwrap(),
+        Array(vec![Some(1), None, Some(3)])
+    );
+    assert_eq!(
+        row.get::<Array<String>>("texts").unwrap(),
+        Array(vec!["a".to_string(), "b'c".to_string()])
+    );
+    assert_eq!(row.get::<Array<i64>>("empty").unwrap(), Array(vec![]));
+    assert_eq!(
+        row.get::<Array<i32>>("texts").unwrap_err().kind(),
+        &ErrorKind::Decode
+    );
+}
 
 async fn copy_in_loads_positional_and_named_rows(db: Db) {
     #[derive(serde::Serialize)]

@@ -728,7 +728,45 @@ fn read_value(
         Type::TIMESTAMPTZ => get(row, i, Value::TimestampTz),
         Type::UUID => get(row, i, Value::Uuid),
         Type::JSON | Type::JSONB => get(row, i, Value::Json),
-        _ => get(row, i, Value::Text),
+        _ => match ty.kind() {
+            tokio_postgres::types::Kind::Array(member) => read_array(row, i, member),
+            _ => get(row, i, Value::Text),
+        },
+    }
+}
+
+/// Arrays of the scalar types, read element by element (NULL elements kept).
+fn read_array(
+    row: &tokio_postgres::Row,
+    i: usize,
+    member: &Type,
+) -> std::result::Result<Value, tokio_postgres::Error> {
+    fn items<'a, T: tokio_postgres::types::FromSql<'a>>(
+        row: &'a tokio_postgres::Row,
+        i: usize,
+        wrap: impl Fn(T) -> Value,
+    ) -> std::result::Result<Value, tokio_postgres::Error> {
+        Ok(match row.try_get::<_, Option<Vec<Option<T>>>>(i)? {
+            None => Value::Null,
+            Some(v) => Value::Array(v.into_iter().map(|x| x.map_or(Value::Null, &wrap)).collect()),
+        })
+    }
+    match *member {
+        Type::BOOL => items(row, i, Value::Bool),
+        Type::INT2 => items(row, i, Value::I16),
+        Type::INT4 => items(row, i, Value::I32),
+        Type::INT8 => items(row, i, Value::I64),
+        Type::FLOAT4 => items(row, i, Value::F32),
+        Type::FLOAT8 => items(row, i, Value::F64),
+        Type::NUMERIC => items(row, i, Value::Decimal),
+        Type::BYTEA => items(row, i, Value::Bytes),
+        Type::DATE => items(row, i, Value::Date),
+        Type::TIME => items(row, i, Value::Time),
+        Type::TIMESTAMP => items(row, i, Value::Timestamp),
+        Type::TIMESTAMPTZ => items(row, i, Value::TimestampTz),
+        Type::UUID => items(row, i, Value::Uuid),
+        Type::JSON | Type::JSONB => items(row, i, Value::Json),
+        _ => items(row, i, Value::Text),
     }
 }
 
@@ -791,6 +829,11 @@ impl ToSql for PgBind<'_> {
                 Value::Text(s) => serde_json::from_str::<serde_json::Value>(s)?.to_sql(ty, out),
                 other => crate::value::to_json(other).to_sql(ty, out),
             },
+            _ if matches!(ty.kind(), tokio_postgres::types::Kind::Array(_)) => match v {
+                // Each element is bound to the array's member type.
+                Value::Array(items) => items.iter().map(PgBind).collect::<Vec<_>>().to_sql(ty, out),
+                _ => Err(cannot(v, ty)),
+            },
             // Text and every type we do not know: the value's text form,
             // which the server parses as it would a literal.
             _ => text_form(v)
@@ -831,6 +874,7 @@ fn text_form(v: &Value) -> Option<String> {
         Value::TimestampTz(t) => t.to_rfc3339(),
         Value::Uuid(u) => u.to_string(),
         Value::Json(j) => j.to_string(),
+        Value::Array(_) => return None,
     })
 }
 

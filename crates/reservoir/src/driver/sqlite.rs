@@ -550,6 +550,8 @@ impl rusqlite::ToSql for Bind<'_> {
             Value::TimestampTz(t) => ToSqlOutput::Owned(S::Text(t.to_rfc3339())),
             Value::Uuid(u) => ToSqlOutput::Owned(S::Text(u.hyphenated().to_string())),
             Value::Json(j) => ToSqlOutput::Owned(S::Text(j.to_string())),
+            // SQLite has no arrays: stored as JSON text, read back by `Array<T>`.
+            Value::Array(_) => ToSqlOutput::Owned(S::Text(crate::value::to_json(self.0).to_string())),
         })
     }
 }
