@@ -146,28 +146,33 @@ fn raw_of<'g>(guard: &'g mut RawGuard<'_>) -> &'g mut Box<dyn RawConnection> {
 pub struct Connection {
     engine: Arc<EngineInner>,
     link: Arc<Link>,
-    /// Set on the root of a chain: the task stack it sits on.
-    root: Option<TaskKey>,
+    /// This handle owns the raw connection (it is not reusing another's).
+    root: bool,
+    /// The task stack a reusable root sits on.
+    stacked: Option<TaskKey>,
 }
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
             .field("id", &self.id())
-            .field("root", &self.root.is_some())
+            .field("root", &self.root)
             .field("url", &self.engine.url)
             .finish()
     }
 }
 
 impl Connection {
-    /// A root handle on `link`, pushed on the current task's stack.
-    pub(crate) fn root(engine: Arc<EngineInner>, link: Arc<Link>) -> Self {
-        let key = engine.contexts.push(&link);
+    /// A root handle on `link`; a reusable one is pushed on the current
+    /// task's stack (a connectionless statement's private one is not: it
+    /// lives for one statement, so nothing could reuse it).
+    pub(crate) fn root(engine: Arc<EngineInner>, link: Arc<Link>, reusable: bool) -> Self {
+        let stacked = reusable.then(|| engine.contexts.push(&link));
         Connection {
             engine,
             link,
-            root: Some(key),
+            root: true,
+            stacked,
         }
     }
 
@@ -176,7 +181,8 @@ impl Connection {
         Connection {
             engine,
             link,
-            root: None,
+            root: false,
+            stacked: None,
         }
     }
 
@@ -188,7 +194,7 @@ impl Connection {
 
     /// Whether this handle owns its raw connection (rather than reusing one).
     pub fn is_root(&self) -> bool {
-        self.root.is_some()
+        self.root
     }
 
     /// The depth of the open transaction on the raw connection (0: none).
@@ -429,8 +435,10 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        if let Some(key) = self.root {
+        if let Some(key) = self.stacked {
             self.engine.contexts.remove(key, &self.link);
+        }
+        if self.root {
             self.link.release(false);
         }
     }

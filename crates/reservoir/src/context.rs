@@ -4,6 +4,7 @@
 //! with no set-up, and a spawned task starts with an empty stack.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::connection::Link;
@@ -30,6 +31,9 @@ impl TaskKey {
 #[derive(Default)]
 pub(crate) struct Contexts {
     stacks: Mutex<HashMap<TaskKey, Vec<Weak<Link>>>>,
+    /// Entries over all stacks: lets the common case (no task holds a
+    /// reusable connection) skip the lock.
+    entries: AtomicUsize,
 }
 
 impl Contexts {
@@ -39,6 +43,9 @@ impl Contexts {
 
     /// The newest live reusable connection of the current task.
     pub fn top(&self) -> Option<Arc<Link>> {
+        if self.entries.load(SeqCst) == 0 {
+            return None;
+        }
         let stacks = self.lock();
         let stack = stacks.get(&TaskKey::current())?;
         stack
@@ -52,6 +59,7 @@ impl Contexts {
     pub fn push(&self, link: &Arc<Link>) -> TaskKey {
         let key = TaskKey::current();
         self.lock().entry(key).or_default().push(Arc::downgrade(link));
+        self.entries.fetch_add(1, SeqCst);
         key
     }
 
@@ -62,8 +70,8 @@ impl Contexts {
             let target = Arc::downgrade(link);
             if let Some(pos) = stack.iter().rposition(|w| w.ptr_eq(&target)) {
                 stack.remove(pos);
+                self.entries.fetch_sub(1, SeqCst);
             }
-            stack.retain(|w| w.strong_count() > 0);
             if stack.is_empty() {
                 stacks.remove(&key);
             }

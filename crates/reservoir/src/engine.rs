@@ -90,6 +90,7 @@ impl Engine {
         &self,
         reuse: bool,
         lazy: bool,
+        reusable: bool,
         caller: &'static Location<'static>,
     ) -> Result<Connection> {
         if reuse {
@@ -103,14 +104,14 @@ impl Engine {
             Some(self.inner.pool.acquire_from(caller).await?)
         };
         let link = Arc::new(Link::new(caller, pooled));
-        Ok(Connection::root(Arc::clone(&self.inner), link))
+        Ok(Connection::root(Arc::clone(&self.inner), link, reusable))
     }
 
     /// What connectionless execution runs on: the task's current connection
     /// (joining its transaction) or a lazily checked-out one of its own.
     #[track_caller]
     fn contextual(&self) -> impl Future<Output = Result<Connection>> + Send + '_ {
-        self.connection(true, true, Location::caller())
+        self.connection(true, true, false, Location::caller())
     }
 
     /// Begins a transaction on a connection of its own or, inside a task
@@ -126,7 +127,9 @@ impl Engine {
         &self,
         options: TxOptions,
     ) -> impl Future<Output = Result<Transaction<'static>>> + Send + '_ {
-        let contextual = self.contextual();
+        // A transaction's connection is reusable: connectionless statements
+        // of this task join it.
+        let contextual = self.connection(true, true, true, Location::caller());
         async move {
             let mut conn = contextual.await?;
             let depth = conn.begin_at(options).await?;
@@ -270,7 +273,7 @@ impl<'e> std::future::IntoFuture for Acquire<'e> {
     type IntoFuture = crate::pool::BoxFuture<'e, Result<Connection>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.engine.connection(self.reuse, self.lazy, self.caller))
+        Box::pin(self.engine.connection(self.reuse, self.lazy, true, self.caller))
     }
 }
 
