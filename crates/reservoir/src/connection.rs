@@ -228,11 +228,11 @@ impl Connection {
     async fn run<T>(
         &self,
         sql: &str,
-        op: impl FnOnce(&mut Box<dyn RawConnection>) -> BoxFuture<'_, Result<T>>,
+        op: impl for<'r> FnOnce(&'r mut Box<dyn RawConnection>, &'r str) -> BoxFuture<'r, Result<T>>,
     ) -> Result<T> {
         let mut raw = self.link.lock(&self.engine).await?;
         let started = Instant::now();
-        let result = op(raw_of(&mut raw)).await;
+        let result = op(raw_of(&mut raw), sql).await;
         let elapsed = started.elapsed();
         if self.engine.echo {
             tracing::info!(target: "reservoir::sql", statement = sql, ?elapsed, ok = result.is_ok());
@@ -250,7 +250,7 @@ impl Connection {
     /// Runs a statement; returns the number of rows affected.
     pub async fn execute(&mut self, sql: &str, params: impl IntoParams) -> Result<u64> {
         let (sql, values) = self.bind(sql, params.into_params())?;
-        self.run(&sql, |raw| raw.execute(&sql, values)).await
+        self.run(&sql, |raw, sql| raw.execute(sql, values)).await
     }
 
     /// Runs one prepared statement once per parameter set, atomically (in a
@@ -273,7 +273,7 @@ impl Connection {
         let Some(sql) = rewritten else {
             return Ok(0);
         };
-        self.run(&sql, |raw| raw.execute_many(&sql, sets)).await
+        self.run(&sql, |raw, sql| raw.execute_many(sql, sets)).await
     }
 
     /// Bulk-loads rows into `table`: binary COPY on PostgreSQL, one prepared
@@ -322,12 +322,12 @@ impl Connection {
             })
             .collect::<Result<Vec<_>>>()?;
         let what = format!("COPY {table}");
-        self.run(&what, |raw| raw.copy_in(&table, &quoted, rows)).await
+        self.run(&what, |raw, _| raw.copy_in(&table, &quoted, rows)).await
     }
 
     async fn query(&mut self, sql: &str, params: Params, limit: Option<usize>) -> Result<Vec<Row>> {
         let (sql, values) = self.bind(sql, params)?;
-        self.run(&sql, |raw| raw.query(&sql, values, limit)).await
+        self.run(&sql, |raw, sql| raw.query(sql, values, limit)).await
     }
 
     /// The first row; an error of kind [`ErrorKind::NoRows`] if there is none.
@@ -384,7 +384,7 @@ impl Connection {
     /// Opens a cursor over a query (asyncpg style: `forward`, `fetch`).
     pub async fn cursor(&mut self, sql: &str, params: impl IntoParams) -> Result<Cursor<'_>> {
         let (sql, values) = self.bind(sql, params.into_params())?;
-        let source = self.run(&sql, |raw| raw.open_cursor(&sql, values)).await?;
+        let source = self.run(&sql, |raw, sql| raw.open_cursor(sql, values)).await?;
         Ok(Cursor::new(source))
     }
 
@@ -429,7 +429,7 @@ impl Connection {
 
     /// Runs transaction-control SQL.
     pub(crate) async fn simple(&mut self, sql: &str) -> Result<()> {
-        self.run(sql, |raw| raw.simple(sql)).await
+        self.run(sql, |raw, sql| raw.simple(sql)).await
     }
 }
 

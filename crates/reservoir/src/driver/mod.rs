@@ -31,16 +31,16 @@ pub trait Driver: Send + Sync + 'static {
 /// One open connection. One operation at a time: every method takes `&mut self`.
 pub trait RawConnection: Send + 'static {
     /// Runs a statement; returns the rows affected.
-    fn execute(&mut self, sql: &str, params: Vec<Value>) -> BoxFuture<'_, Result<u64>>;
+    fn execute<'a>(&'a mut self, sql: &'a str, params: Vec<Value>) -> BoxFuture<'a, Result<u64>>;
     /// Runs one prepared statement once per parameter set, atomically.
-    fn execute_many(&mut self, sql: &str, params: Vec<Vec<Value>>) -> BoxFuture<'_, Result<u64>>;
+    fn execute_many<'a>(&'a mut self, sql: &'a str, params: Vec<Vec<Value>>) -> BoxFuture<'a, Result<u64>>;
     /// Runs a query and returns at most `limit` rows (all if `None`).
-    fn query(
-        &mut self,
-        sql: &str,
+    fn query<'a>(
+        &'a mut self,
+        sql: &'a str,
         params: Vec<Value>,
         limit: Option<usize>,
-    ) -> BoxFuture<'_, Result<Vec<Row>>>;
+    ) -> BoxFuture<'a, Result<Vec<Row>>>;
     /// Starts a query whose rows are pulled in batches (streams, cursors).
     /// Errors surface on the first pull.
     fn open_rows(&mut self, sql: &str, params: Vec<Value>) -> Box<dyn RowSource>;
@@ -55,16 +55,20 @@ pub trait RawConnection: Send + 'static {
     ) -> BoxFuture<'_, Result<u64>> {
         let marks = vec!["?"; columns.len()].join(", ");
         let sql = format!("INSERT INTO {table} ({}) VALUES ({marks})", columns.join(", "));
-        self.execute_many(&sql, rows)
+        Box::pin(async move { self.execute_many(&sql, rows).await })
     }
     /// Opens a cursor over a query (server-side where the database has
     /// them); by default the same as [`open_rows`](Self::open_rows).
-    fn open_cursor(&mut self, sql: &str, params: Vec<Value>) -> BoxFuture<'_, Result<Box<dyn RowSource>>> {
+    fn open_cursor<'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: Vec<Value>,
+    ) -> BoxFuture<'a, Result<Box<dyn RowSource>>> {
         let rows = self.open_rows(sql, params);
         Box::pin(async move { Ok(rows) })
     }
     /// Runs SQL without parameters or results (transaction control).
-    fn simple(&mut self, sql: &str) -> BoxFuture<'_, Result<()>>;
+    fn simple<'a>(&'a mut self, sql: &'a str) -> BoxFuture<'a, Result<()>>;
     /// Checks the connection works.
     fn ping(&mut self) -> BoxFuture<'_, Result<()>>;
     /// Queues `sql` to run before the next operation, without waiting for it

@@ -291,29 +291,27 @@ fn as_refs<'a>(binds: &'a [PgBind<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
 }
 
 impl RawConnection for PgConnection {
-    fn execute(&mut self, sql: &str, params: Vec<Value>) -> BoxFuture<'_, Result<u64>> {
-        let sql = sql.to_string();
+    fn execute<'a>(&'a mut self, sql: &'a str, params: Vec<Value>) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
             let mut op = InFlight::new(&self.dirty);
-            let prepared = self.ready(&sql, &[&params]).await?;
+            let prepared = self.ready(sql, &[&params]).await?;
             let b = binds(&params);
             let n = self
                 .client
                 .execute(&prepared.stmt, &as_refs(&b))
                 .await
                 .map_err(map_error)?;
-            self.note_transaction(&sql);
+            self.note_transaction(sql);
             op.finished = true;
             Ok(n)
         })
     }
 
-    fn execute_many(&mut self, sql: &str, sets: Vec<Vec<Value>>) -> BoxFuture<'_, Result<u64>> {
-        let sql = sql.to_string();
+    fn execute_many<'a>(&'a mut self, sql: &'a str, sets: Vec<Vec<Value>>) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
             let mut op = InFlight::new(&self.dirty);
             let all: Vec<&[Value]> = sets.iter().map(Vec::as_slice).collect();
-            let stmt = self.ready(&sql, &all).await?.stmt;
+            let stmt = self.ready(sql, &all).await?.stmt;
             let own_tx = !self.in_tx;
             if own_tx {
                 self.client.batch_execute("BEGIN").await.map_err(map_error)?;
@@ -331,16 +329,15 @@ impl RawConnection for PgConnection {
         })
     }
 
-    fn query(
-        &mut self,
-        sql: &str,
+    fn query<'a>(
+        &'a mut self,
+        sql: &'a str,
         params: Vec<Value>,
         limit: Option<usize>,
-    ) -> BoxFuture<'_, Result<Vec<Row>>> {
-        let sql = sql.to_string();
+    ) -> BoxFuture<'a, Result<Vec<Row>>> {
         Box::pin(async move {
             let mut op = InFlight::new(&self.dirty);
-            let Prepared { stmt, columns } = self.ready(&sql, &[&params]).await?;
+            let Prepared { stmt, columns } = self.ready(sql, &[&params]).await?;
             let b = binds(&params);
             // The whole answer is read even when fewer rows are wanted, which
             // keeps the protocol in step without a cancel.
@@ -351,7 +348,7 @@ impl RawConnection for PgConnection {
                 .take(take)
                 .map(|r| read_row(r, &columns))
                 .collect::<Result<Vec<_>>>()?;
-            self.note_transaction(&sql);
+            self.note_transaction(sql);
             op.finished = true;
             Ok(out)
         })
@@ -370,7 +367,11 @@ impl RawConnection for PgConnection {
         })
     }
 
-    fn open_cursor(&mut self, sql: &str, params: Vec<Value>) -> BoxFuture<'_, Result<Box<dyn RowSource>>> {
+    fn open_cursor<'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: Vec<Value>,
+    ) -> BoxFuture<'a, Result<Box<dyn RowSource>>> {
         let sql = sql.to_string();
         Box::pin(async move {
             if !self.in_tx {
@@ -440,13 +441,12 @@ impl RawConnection for PgConnection {
         })
     }
 
-    fn simple(&mut self, sql: &str) -> BoxFuture<'_, Result<()>> {
-        let sql = sql.to_string();
+    fn simple<'a>(&'a mut self, sql: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let mut op = InFlight::new(&self.dirty);
             self.flush_queued().await?;
-            self.client.batch_execute(&sql).await.map_err(map_error)?;
-            self.note_transaction(&sql);
+            self.client.batch_execute(sql).await.map_err(map_error)?;
+            self.note_transaction(sql);
             op.finished = true;
             Ok(())
         })

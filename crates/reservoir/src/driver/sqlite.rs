@@ -338,20 +338,20 @@ impl SqliteConnection {
 }
 
 impl RawConnection for SqliteConnection {
-    fn execute(&mut self, sql: &str, params: Vec<Value>) -> BoxFuture<'_, Result<u64>> {
+    fn execute<'a>(&'a mut self, sql: &'a str, params: Vec<Value>) -> BoxFuture<'a, Result<u64>> {
         self.call(|r| Command::Execute(sql.into(), params, r))
     }
 
-    fn execute_many(&mut self, sql: &str, params: Vec<Vec<Value>>) -> BoxFuture<'_, Result<u64>> {
+    fn execute_many<'a>(&'a mut self, sql: &'a str, params: Vec<Vec<Value>>) -> BoxFuture<'a, Result<u64>> {
         self.call(|r| Command::ExecuteMany(sql.into(), params, r))
     }
 
-    fn query(
-        &mut self,
-        sql: &str,
+    fn query<'a>(
+        &'a mut self,
+        sql: &'a str,
         params: Vec<Value>,
         limit: Option<usize>,
-    ) -> BoxFuture<'_, Result<Vec<Row>>> {
+    ) -> BoxFuture<'a, Result<Vec<Row>>> {
         self.call(|r| Command::Query(sql.into(), params, limit, r))
     }
 
@@ -364,7 +364,7 @@ impl RawConnection for SqliteConnection {
         })
     }
 
-    fn simple(&mut self, sql: &str) -> BoxFuture<'_, Result<()>> {
+    fn simple<'a>(&'a mut self, sql: &'a str) -> BoxFuture<'a, Result<()>> {
         self.call(|r| Command::Simple(sql.into(), r))
     }
 
