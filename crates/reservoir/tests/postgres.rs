@@ -102,6 +102,26 @@ async fn a_dropped_query_future_cancels_its_statement_on_the_server() {
     assert_eq!(running, 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_kept_after_a_dropped_query_does_not_wait_for_it() {
+    let engine = Db::postgres().engine().await;
+    let mut conn = engine.acquire().await.unwrap();
+    let sleeping = conn.fetch_one("SELECT pg_sleep(30)", ());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), sleeping)
+            .await
+            .is_err()
+    );
+    let started = Instant::now();
+    let n: i32 = conn.fetch_scalar("SELECT 3", ()).await.unwrap();
+    assert_eq!(n, 3);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn connect_errors_carry_the_reason_and_never_the_password() {
     let err = Engine::connect("postgres://postgres:hunter2@127.0.0.1:1/test")

@@ -237,7 +237,13 @@ fn transaction_effect(sql: &str) -> Option<bool> {
 }
 
 impl PgConnection {
+    /// Before the next operation: cancel a statement whose future was
+    /// dropped (so the next one does not wait for it to finish), then run
+    /// queued statements.
     async fn flush_queued(&mut self) -> Result<()> {
+        if self.dirty.swap(false, SeqCst) {
+            self.cancel.interrupt().await;
+        }
         for sql in std::mem::take(&mut self.queued) {
             if let Err(error) = self.client.batch_execute(&sql).await {
                 if self.client.is_closed() {
