@@ -141,6 +141,7 @@ async fn point_selects(url: &str, path: &Path) -> (Vec<Row>, Row, Vec<Row>, Row)
     let engine = Engine::builder(url)
         .pool_size(POOL as usize)
         .max_overflow(0)
+        .max_waiting(None)
         .build()
         .await
         .expect("engine");
