@@ -209,8 +209,7 @@ pub struct Select {
 impl Select {
     /// `WHERE column = value` (several are joined with AND).
     pub fn filter(mut self, column: &str, value: impl Into<Value>) -> Self {
-        self.stmt
-            .and_where(Expr::col(Alias::new(column)).eq(to_sea(&value.into())));
+        self.stmt.and_where(column_is(column, value.into()));
         self
     }
 
@@ -259,8 +258,7 @@ impl Update {
 
     /// `WHERE column = value` (several are joined with AND).
     pub fn filter(mut self, column: &str, value: impl Into<Value>) -> Self {
-        self.stmt
-            .and_where(Expr::col(Alias::new(column)).eq(to_sea(&value.into())));
+        self.stmt.and_where(column_is(column, value.into()));
         self
     }
 
@@ -280,8 +278,7 @@ pub struct Delete {
 impl Delete {
     /// `WHERE column = value` (several are joined with AND).
     pub fn filter(mut self, column: &str, value: impl Into<Value>) -> Self {
-        self.stmt
-            .and_where(Expr::col(Alias::new(column)).eq(to_sea(&value.into())));
+        self.stmt.and_where(column_is(column, value.into()));
         self
     }
 
@@ -315,6 +312,11 @@ impl Engine {
         let (sql, values) = self.render(stmt)?;
         self.fetch_all(&sql, values).await
     }
+}
+
+/// `column = value`, the condition every `filter` adds.
+fn column_is(column: &str, value: Value) -> sea_query::SimpleExpr {
+    Expr::col(Alias::new(column)).eq(to_sea(&value))
 }
 
 fn to_sea(value: &Value) -> sea_query::Value {

@@ -193,13 +193,12 @@ async fn engine_begin_inside_a_contextual_transaction_is_a_savepoint(db: Db) {
     engine.execute(&insert, params! {"id" => 3}).await.unwrap();
     inner.commit().await.unwrap();
     outer.commit().await.unwrap();
-    let ids: Vec<i64> = engine
-        .fetch_all(&format!("SELECT id FROM {t} ORDER BY id"), ())
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0).unwrap())
-        .collect();
+    let ids = common::ids(
+        &engine
+            .fetch_all(&format!("SELECT id FROM {t} ORDER BY id"), ())
+            .await
+            .unwrap(),
+    );
     assert_eq!(ids, [1, 3]);
 }
 

@@ -408,13 +408,7 @@ async fn commit_rollback_and_drop(db: Db) {
         tx.execute(&insert, params! {"id" => 3}).await.unwrap();
         // dropped without commit
     }
-    let ids: Vec<i64> = conn
-        .fetch_all(&format!("SELECT id FROM {t}"), ())
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0).unwrap())
-        .collect();
+    let ids = common::ids(&conn.fetch_all(&format!("SELECT id FROM {t}"), ()).await.unwrap());
     assert_eq!(ids, [1]);
     drop(conn);
     // engine.begin() owns its connection.
@@ -457,13 +451,12 @@ async fn savepoints_three_deep(db: Db) {
         sp1.commit().await.unwrap();
     }
     tx.commit().await.unwrap();
-    let ids: Vec<i64> = conn
-        .fetch_all(&format!("SELECT id FROM {t} ORDER BY id"), ())
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0).unwrap())
-        .collect();
+    let ids = common::ids(
+        &conn
+            .fetch_all(&format!("SELECT id FROM {t} ORDER BY id"), ())
+            .await
+            .unwrap(),
+    );
     assert_eq!(ids, [1, 2, 6]);
 }
 

@@ -101,6 +101,11 @@ pub async fn fresh_table(db: &Db, engine: &Engine, test: &str, columns: &str) ->
     t
 }
 
+/// The first column of every row, as integers (for asserting which rows exist).
+pub fn ids(rows: &[reservoir::Row]) -> Vec<i64> {
+    rows.iter().map(|r| r.get(0).unwrap()).collect()
+}
+
 /// Resident memory of this process, in bytes.
 pub fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
