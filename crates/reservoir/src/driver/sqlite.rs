@@ -131,6 +131,9 @@ impl Driver for SqliteDriver {
                 load: Arc::clone(&self.load),
                 timeout: self.statement_timeout,
                 cache_size: self.cache_size,
+                // A new connection is outside a transaction: set before the
+                // caller can see it, or a quick return would look dirty.
+                autocommit: AtomicBool::new(true),
                 ..WorkerState::default()
             });
             let worker_state = Arc::clone(&state);
@@ -470,7 +473,6 @@ fn worker(
     state: &WorkerState,
     runtime: Option<tokio::runtime::Handle>,
 ) {
-    state.autocommit.store(true, SeqCst);
     let mut shapes = Shapes::new(state.cache_size);
     while let Some(command) = next_command(&rx, &state.load, runtime.as_ref()) {
         state.arm();
