@@ -211,6 +211,22 @@ async fn stream_run<F: Future<Output = u64>>(f: F) -> (f64, u64) {
 
 static PEAK: AtomicU64 = AtomicU64::new(0);
 
+/// Reads a stream of rows to its end, sampling RSS; returns the row count.
+async fn drain<S, T, E>(stream: S) -> u64
+where
+    S: futures_util::Stream<Item = Result<T, E>>,
+    E: std::fmt::Debug,
+{
+    let mut stream = std::pin::pin!(stream);
+    let mut n = 0;
+    while let Some(row) = stream.next().await {
+        std::hint::black_box(row.expect("row"));
+        n += 1;
+        sample_rss(n);
+    }
+    n
+}
+
 fn sample_rss(n: u64) {
     if n % 50_000 == 0 {
         PEAK.fetch_max(rss_bytes(), Relaxed);
@@ -236,14 +252,7 @@ async fn streaming() -> (Vec<Row>, Vec<Row>) {
     let engine = Engine::builder(URL).pool_size(1).build().await.expect("engine");
     let ours = stream_run(async {
         let mut conn = engine.acquire().await.expect("acquire");
-        let mut rows = conn.fetch(STREAM, ());
-        let mut n = 0;
-        while let Some(row) = rows.next().await {
-            std::hint::black_box(row.expect("row"));
-            n += 1;
-            sample_rss(n);
-        }
-        n
+        drain(conn.fetch(STREAM, ())).await
     })
     .await;
     let (client, conn) = tokio_postgres::connect(URL, tokio_postgres::NoTls)
@@ -255,14 +264,7 @@ async fn streaming() -> (Vec<Row>, Vec<Row>) {
             .query_raw(STREAM, std::iter::empty::<i32>())
             .await
             .expect("query_raw");
-        let mut stream = std::pin::pin!(stream);
-        let mut n = 0;
-        while let Some(row) = stream.next().await {
-            std::hint::black_box(row.expect("row"));
-            n += 1;
-            sample_rss(n);
-        }
-        n
+        drain(stream).await
     })
     .await;
     let pool = sqlx::postgres::PgPoolOptions::new()
@@ -270,17 +272,7 @@ async fn streaming() -> (Vec<Row>, Vec<Row>) {
         .connect(URL)
         .await
         .expect("sqlx");
-    let sqlx_rate = stream_run(async {
-        let mut stream = sqlx::query(STREAM).fetch(&pool);
-        let mut n = 0;
-        while let Some(row) = stream.next().await {
-            std::hint::black_box(row.expect("row"));
-            n += 1;
-            sample_rss(n);
-        }
-        n
-    })
-    .await;
+    let sqlx_rate = stream_run(async { drain(sqlx::query(STREAM).fetch(&pool)).await }).await;
     engine.close().await;
     (
         vec![named("reservoir conn.fetch() stream", ours)],

@@ -2,34 +2,14 @@
 //! never appear in any log line. Alone in its binary: it installs a global
 //! tracing subscriber.
 
-use std::sync::{Arc, Mutex};
+mod common;
 
+use common::LogCapture;
 use reservoir::{Engine, params};
-use tracing_subscriber::fmt::MakeWriter;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
 
 #[tokio::test]
 async fn echo_logs_statements_without_values_or_passwords() {
-    let captured = Captured::default();
+    let captured = LogCapture::default();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
         .with_ansi(false)
@@ -57,7 +37,7 @@ async fn echo_logs_statements_without_values_or_passwords() {
         let shown = format!("{pg:?} {}", pg.url());
         assert!(!shown.contains("hunter2"), "{shown}");
     }
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     assert!(
         log.contains("INSERT INTO secrets VALUES (?)"),
         "the statement is logged: {log}"

@@ -1,6 +1,8 @@
 //! The generic pool, with a scripted in-memory manager (no SQL involved):
 //! every setting, every error, fairness, the seed's flood, cancel safety.
 
+mod common;
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
@@ -599,27 +601,7 @@ async fn dispose_replaces_every_connection_and_keeps_serving() {
 
 #[tokio::test]
 async fn leak_threshold_warns_with_the_call_site() {
-    use tracing_subscriber::fmt::MakeWriter;
-
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    impl<'a> MakeWriter<'a> for Buf {
-        type Writer = Buf;
-        fn make_writer(&'a self) -> Buf {
-            self.clone()
-        }
-    }
-
-    let buf = Buf::default();
+    let buf = common::LogCapture::default();
     let subscriber = tracing_subscriber::fmt().with_writer(buf.clone()).finish();
     let _guard = tracing::subscriber::set_default(subscriber);
     let script = Script::default();
@@ -632,7 +614,7 @@ async fn leak_threshold_warns_with_the_call_site() {
     let held = pool.acquire().await.unwrap();
     tokio::time::sleep(Duration::from_millis(40)).await;
     drop(held);
-    let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let log = buf.text();
     assert_eq!(log.matches("leak_threshold").count(), 1, "{log}");
     assert!(
         log.contains("tests/pool.rs"),

@@ -9,6 +9,17 @@ use std::time::{Duration, Instant};
 use common::Db;
 use reservoir::{Engine, ErrorKind};
 
+/// An engine of exactly one connection, so every acquire gets the same one.
+async fn single_connection_engine() -> Engine {
+    Db::postgres()
+        .builder()
+        .pool_size(1)
+        .max_overflow(0)
+        .build()
+        .await
+        .unwrap()
+}
+
 async fn backend_pid(conn: &mut reservoir::Connection) -> i32 {
     conn.fetch_scalar("SELECT pg_backend_pid()", ()).await.unwrap()
 }
@@ -30,13 +41,7 @@ async fn terminate(pid: i32) {
 
 #[tokio::test]
 async fn a_killed_backend_is_detected_discarded_and_replaced() {
-    let engine = Db::postgres()
-        .builder()
-        .pool_size(1)
-        .max_overflow(0)
-        .build()
-        .await
-        .unwrap();
+    let engine = single_connection_engine().await;
     let mut conn = engine.acquire().await.unwrap();
     let pid = backend_pid(&mut conn).await;
     terminate(pid).await;
@@ -66,13 +71,7 @@ async fn pre_ping_hides_a_killed_idle_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_query_future_cancels_its_statement_on_the_server() {
-    let engine = Db::postgres()
-        .builder()
-        .pool_size(1)
-        .max_overflow(0)
-        .build()
-        .await
-        .unwrap();
+    let engine = single_connection_engine().await;
     let pid = {
         let mut conn = engine.acquire().await.unwrap();
         let pid = backend_pid(&mut conn).await;

@@ -222,17 +222,21 @@ impl Drop for InFlight {
 /// Tracks transaction state from the statements we send: tokio-postgres does
 /// not expose the server's ReadyForQuery status.
 fn transaction_effect(sql: &str) -> Option<bool> {
-    let word: String = sql
-        .trim_start()
-        .chars()
-        .take_while(|c| c.is_ascii_alphabetic())
-        .collect::<String>()
-        .to_ascii_uppercase();
-    match word.as_str() {
-        "BEGIN" | "START" => Some(true),
-        "COMMIT" | "END" | "ABORT" => Some(false),
-        "ROLLBACK" if !sql.to_ascii_uppercase().contains(" TO ") => Some(false),
-        _ => None,
+    // Runs on every statement: look at the first word without allocating.
+    let sql = sql.trim_start();
+    let end = sql.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(sql.len());
+    let word = &sql[..end];
+    let is = |w: &str| word.eq_ignore_ascii_case(w);
+    if is("BEGIN") || is("START") {
+        Some(true)
+    } else if is("COMMIT")
+        || is("END")
+        || is("ABORT")
+        || (is("ROLLBACK") && !sql.to_ascii_uppercase().contains(" TO "))
+    {
+        Some(false)
+    } else {
+        None
     }
 }
 
@@ -927,4 +931,24 @@ fn map_error(e: tokio_postgres::Error) -> Error {
         return Error::new(ErrorKind::Param, format!("{text}: {cause}"));
     }
     Error::database("HY000", text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transaction_effect;
+
+    #[test]
+    fn transaction_state_follows_the_first_word() {
+        assert_eq!(
+            transaction_effect("  begin isolation level serializable"),
+            Some(true)
+        );
+        assert_eq!(transaction_effect("START TRANSACTION"), Some(true));
+        assert_eq!(transaction_effect("commit"), Some(false));
+        assert_eq!(transaction_effect("ROLLBACK"), Some(false));
+        assert_eq!(transaction_effect("rollback to savepoint sp_2"), None);
+        assert_eq!(transaction_effect("SELECT 'BEGIN'"), None);
+        assert_eq!(transaction_effect("BEGINNING_TABLE"), None);
+        assert_eq!(transaction_effect(""), None);
+    }
 }
