@@ -15,7 +15,8 @@ use reservoir::Engine;
 
 use crate::harness::{Row, print_table, run_time, runtime, throughput};
 
-const URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// Plain TCP for every contender: the peers here are built without TLS.
+const URL: &str = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable";
 const SELECT: &str = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
 const ACCOUNTS: u64 = 1_000_000;
 const TASKS: usize = 32;

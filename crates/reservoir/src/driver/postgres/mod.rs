@@ -1,0 +1,519 @@
+//! PostgreSQL through tokio-postgres: prepared statements cached per
+//! connection (LRU), pipelined `execute_many`, portal streaming, server-side
+//! cursors, cancel requests for `close_with(interrupt)` and dropped futures.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+
+use futures_util::StreamExt;
+use lru::LruCache;
+use tokio_postgres::types::Type;
+use tokio_postgres::{CancelToken, Client, NoTls, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+mod config;
+mod error;
+mod rows;
+mod tls;
+mod types;
+
+use error::{describe, map_error};
+use rows::{PgCursor, PgRows};
+use types::{Prepared, as_refs, binds, read_row};
+
+use super::{Driver, DriverOptions, RawConnection, RowSource};
+use crate::error::{Error, ErrorKind, Result};
+use crate::pool::{BoxFuture, Interrupt};
+use crate::row::Row;
+use crate::sql::Placeholder;
+use crate::transaction::TxOptions;
+use crate::url::{DatabaseUrl, Dialect};
+use crate::value::Value;
+
+/// Rows fetched per executed `execute_many` chunk kept in flight at once.
+const PIPELINE_DEPTH: usize = 256;
+
+/// Opens PostgreSQL connections.
+pub struct PostgresDriver {
+    config: tokio_postgres::Config,
+    tls: Option<MakeRustlsConnect>,
+    cache_size: usize,
+}
+
+impl PostgresDriver {
+    /// A driver for the server `url` names.
+    pub fn new(url: &DatabaseUrl, options: &DriverOptions) -> Result<Self> {
+        let config::Settings { config, tls } = config::settings(url, options)?;
+        Ok(PostgresDriver {
+            config,
+            tls,
+            cache_size: options.statement_cache_size,
+        })
+    }
+}
+
+impl Driver for PostgresDriver {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn placeholder(&self) -> Placeholder {
+        Placeholder::Dollar
+    }
+
+    fn begin_sql(&self, options: &TxOptions) -> Result<String> {
+        let mut sql = String::from("BEGIN");
+        if let Some(level) = options.isolation_level() {
+            sql.push_str(" ISOLATION LEVEL ");
+            sql.push_str(level.sql());
+        }
+        if options.is_read_only() {
+            sql.push_str(" READ ONLY");
+        }
+        Ok(sql)
+    }
+
+    fn connect(&self) -> BoxFuture<'_, Result<Box<dyn RawConnection>>> {
+        Box::pin(async move {
+            let connect_error = |e: tokio_postgres::Error| {
+                Error::new(
+                    ErrorKind::Connect,
+                    format!("cannot connect to PostgreSQL: {}", describe(&e)),
+                )
+            };
+            let (client, closed) = match &self.tls {
+                Some(tls) => {
+                    let (client, connection) =
+                        self.config.connect(tls.clone()).await.map_err(connect_error)?;
+                    (client, drive(connection))
+                }
+                None => {
+                    let (client, connection) = self.config.connect(NoTls).await.map_err(connect_error)?;
+                    (client, drive(connection))
+                }
+            };
+            let cancel = client.cancel_token();
+            Ok(Box::new(PgConnection {
+                client: Arc::new(client),
+                cache: NonZeroUsize::new(self.cache_size).map(LruCache::new),
+                closed,
+                dirty: Arc::new(AtomicBool::new(false)),
+                in_tx: false,
+                queued: Vec::new(),
+                cancel: Arc::new(PgCancel {
+                    token: cancel,
+                    tls: self.tls.clone(),
+                }),
+                cursors: 0,
+            }) as Box<dyn RawConnection>)
+        })
+    }
+}
+
+/// Runs the connection's I/O on its own task; the flag turns true when it ends.
+fn drive<F>(connection: F) -> Arc<AtomicBool>
+where
+    F: std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>> + Send + 'static,
+{
+    let closed = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&closed);
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "PostgreSQL connection ended");
+        }
+        flag.store(true, SeqCst);
+    });
+    closed
+}
+
+/// Sends cancel requests over a new connection, with the same TLS settings.
+struct PgCancel {
+    token: CancelToken,
+    tls: Option<MakeRustlsConnect>,
+}
+
+impl Interrupt for PgCancel {
+    fn interrupt(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let sent = match &self.tls {
+                Some(tls) => self.token.cancel_query(tls.clone()).await,
+                None => self.token.cancel_query(NoTls).await,
+            };
+            if let Err(error) = sent {
+                tracing::debug!(%error, "cancel request failed");
+            }
+        })
+    }
+}
+
+struct PgConnection {
+    client: Arc<Client>,
+    /// Prepared statements with their result columns; `None`: caching off.
+    cache: Option<LruCache<String, Prepared>>,
+    closed: Arc<AtomicBool>,
+    /// An operation was dropped mid-flight: cancel and resync before reuse.
+    dirty: Arc<AtomicBool>,
+    in_tx: bool,
+    /// Statements queued by `enqueue` (a dropped transaction's rollback).
+    queued: Vec<String>,
+    cancel: Arc<PgCancel>,
+    cursors: u64,
+}
+
+/// Marks the connection dirty if an operation's future is dropped before it finished.
+pub(super) struct InFlight {
+    dirty: Arc<AtomicBool>,
+    finished: bool,
+}
+
+impl InFlight {
+    fn new(dirty: &Arc<AtomicBool>) -> Self {
+        InFlight {
+            dirty: Arc::clone(dirty),
+            finished: false,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.dirty.store(true, SeqCst);
+        }
+    }
+}
+
+/// Tracks transaction state from the statements we send: tokio-postgres does
+/// not expose the server's ReadyForQuery status.
+fn transaction_effect(sql: &str) -> Option<bool> {
+    // Runs on every statement: look at the first word without allocating.
+    let sql = sql.trim_start();
+    let end = sql.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(sql.len());
+    let word = &sql[..end];
+    let is = |w: &str| word.eq_ignore_ascii_case(w);
+    if is("BEGIN") || is("START") {
+        Some(true)
+    } else if is("COMMIT")
+        || is("END")
+        || is("ABORT")
+        || (is("ROLLBACK") && !sql.to_ascii_uppercase().contains(" TO "))
+    {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+impl PgConnection {
+    /// If a dropped future left a statement running, cancels it. tokio-postgres
+    /// returns once the cancel request is sent, before the server has
+    /// signalled the backend, so a late signal could hit the caller's next
+    /// statement: a short sentinel statement runs first to absorb it (tried
+    /// again while it is the one cancelled). Costs ~50 ms, only on this path.
+    async fn settle_abandoned(&mut self) {
+        if !self.dirty.swap(false, SeqCst) {
+            return;
+        }
+        self.cancel.interrupt().await;
+        for _ in 0..3 {
+            match self.client.batch_execute("SELECT pg_sleep(0.05)").await {
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => continue,
+                _ => break,
+            }
+        }
+    }
+
+    /// Before the next operation: cancel a statement whose future was
+    /// dropped (so the next one does not wait for it to finish), then run
+    /// queued statements.
+    async fn flush_queued(&mut self) -> Result<()> {
+        self.settle_abandoned().await;
+        for sql in std::mem::take(&mut self.queued) {
+            if let Err(error) = self.client.batch_execute(&sql).await {
+                if self.client.is_closed() {
+                    return Err(map_error(error));
+                }
+                tracing::debug!(%error, "queued statement failed");
+            }
+            if let Some(open) = transaction_effect(&sql) {
+                self.in_tx = open;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs queued statements, then prepares `sql` (from the cache when it
+    /// can) and checks the parameter count of every set against it.
+    async fn ready(&mut self, sql: &str, sets: &[&[Value]]) -> Result<Prepared> {
+        self.flush_queued().await?;
+        let prepared = self.statement(sql).await?;
+        for params in sets {
+            check_count(&prepared.stmt, params)?;
+        }
+        Ok(prepared)
+    }
+
+    async fn statement(&mut self, sql: &str) -> Result<Prepared> {
+        if let Some(cache) = &mut self.cache {
+            if let Some(prepared) = cache.get(sql) {
+                return Ok(prepared.clone());
+            }
+            let prepared = Prepared::new(self.client.prepare(sql).await.map_err(map_error)?);
+            cache.put(sql.to_string(), prepared.clone());
+            return Ok(prepared);
+        }
+        Ok(Prepared::new(self.client.prepare(sql).await.map_err(map_error)?))
+    }
+
+    fn note_transaction(&mut self, sql: &str) {
+        if let Some(open) = transaction_effect(sql) {
+            self.in_tx = open;
+        }
+    }
+}
+
+impl RawConnection for PgConnection {
+    fn execute<'a>(&'a mut self, sql: &'a str, params: Vec<Value>) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let mut op = InFlight::new(&self.dirty);
+            let prepared = self.ready(sql, &[&params]).await?;
+            let b = binds(&params);
+            let n = self
+                .client
+                .execute(&prepared.stmt, &as_refs(&b))
+                .await
+                .map_err(map_error)?;
+            self.note_transaction(sql);
+            op.finished = true;
+            Ok(n)
+        })
+    }
+
+    fn execute_many<'a>(&'a mut self, sql: &'a str, sets: Vec<Vec<Value>>) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let mut op = InFlight::new(&self.dirty);
+            let all: Vec<&[Value]> = sets.iter().map(Vec::as_slice).collect();
+            let stmt = self.ready(sql, &all).await?.stmt;
+            let own_tx = !self.in_tx;
+            if own_tx {
+                self.client.batch_execute("BEGIN").await.map_err(map_error)?;
+                self.in_tx = true;
+            }
+            let result = pipelined(&self.client, &stmt, &sets).await;
+            if own_tx {
+                let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                let ended = self.client.batch_execute(end).await.map_err(map_error);
+                self.in_tx = false;
+                ended?;
+            }
+            op.finished = true;
+            result
+        })
+    }
+
+    fn query<'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: Vec<Value>,
+        limit: Option<usize>,
+    ) -> BoxFuture<'a, Result<Vec<Row>>> {
+        Box::pin(async move {
+            let mut op = InFlight::new(&self.dirty);
+            let Prepared { stmt, columns } = self.ready(sql, &[&params]).await?;
+            let b = binds(&params);
+            // The whole answer is read even when fewer rows are wanted, which
+            // keeps the protocol in step without a cancel.
+            let rows = self.client.query(&stmt, &as_refs(&b)).await.map_err(map_error)?;
+            let take = limit.unwrap_or(usize::MAX);
+            let out = rows
+                .iter()
+                .take(take)
+                .map(|r| read_row(r, &columns))
+                .collect::<Result<Vec<_>>>()?;
+            self.note_transaction(sql);
+            op.finished = true;
+            Ok(out)
+        })
+    }
+
+    fn open_rows(&mut self, sql: &str, params: Vec<Value>) -> Box<dyn RowSource> {
+        Box::new(PgRows::new(
+            Arc::clone(&self.client),
+            sql.to_string(),
+            params,
+            std::mem::take(&mut self.queued),
+            Arc::clone(&self.dirty),
+        ))
+    }
+
+    fn open_cursor<'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: Vec<Value>,
+    ) -> BoxFuture<'a, Result<Box<dyn RowSource>>> {
+        let sql = sql.to_string();
+        Box::pin(async move {
+            if !self.in_tx {
+                return Err(Error::usage(
+                    "a PostgreSQL cursor needs a transaction: call cursor() on a Transaction",
+                ));
+            }
+            let mut op = InFlight::new(&self.dirty);
+            self.flush_queued().await?;
+            self.cursors += 1;
+            let name = format!("reservoir_cursor_{}", self.cursors);
+            let declare = format!("DECLARE {name} NO SCROLL CURSOR FOR {sql}");
+            let stmt = self.client.prepare(&declare).await.map_err(map_error)?;
+            check_count(&stmt, &params)?;
+            let b = binds(&params);
+            self.client
+                .execute(&stmt, &as_refs(&b))
+                .await
+                .map_err(map_error)?;
+            op.finished = true;
+            Ok(Box::new(PgCursor::new(Arc::clone(&self.client), name)) as Box<dyn RowSource>)
+        })
+    }
+
+    fn copy_in(
+        &mut self,
+        table: &str,
+        columns: &[String],
+        rows: Vec<Vec<Value>>,
+    ) -> BoxFuture<'_, Result<u64>> {
+        let cols = columns.join(", ");
+        let probe = format!("SELECT {cols} FROM {table} LIMIT 0");
+        let copy = format!("COPY {table} ({cols}) FROM STDIN BINARY");
+        Box::pin(async move {
+            let mut op = InFlight::new(&self.dirty);
+            self.flush_queued().await?;
+            // Binary COPY needs each column's type: ask the server once.
+            let types: Vec<Type> = self
+                .client
+                .prepare(&probe)
+                .await
+                .map_err(map_error)?
+                .columns()
+                .iter()
+                .map(|c| c.type_().clone())
+                .collect();
+            let sink = self.client.copy_in(copy.as_str()).await.map_err(map_error)?;
+            let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
+            let mut writer = std::pin::pin!(writer);
+            for row in &rows {
+                if row.len() != types.len() {
+                    return Err(Error::new(
+                        ErrorKind::Param,
+                        format!("a row has {} values for {} columns", row.len(), types.len()),
+                    ));
+                }
+                let b = binds(row);
+                writer.as_mut().write(&as_refs(&b)).await.map_err(map_error)?;
+            }
+            let n = writer.finish().await.map_err(map_error)?;
+            op.finished = true;
+            Ok(n)
+        })
+    }
+
+    fn simple<'a>(&'a mut self, sql: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let mut op = InFlight::new(&self.dirty);
+            self.flush_queued().await?;
+            self.client.batch_execute(sql).await.map_err(map_error)?;
+            self.note_transaction(sql);
+            op.finished = true;
+            Ok(())
+        })
+    }
+
+    fn ping(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { self.client.simple_query("").await.map(drop).map_err(map_error) })
+    }
+
+    fn enqueue(&mut self, sql: &str) {
+        self.queued.push(sql.to_string());
+    }
+
+    fn reset(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.settle_abandoned().await;
+            self.queued.clear();
+            self.client.batch_execute("ROLLBACK").await.map_err(map_error)?;
+            self.in_tx = false;
+            Ok(())
+        })
+    }
+
+    fn in_transaction(&self) -> bool {
+        self.in_tx || !self.queued.is_empty() || self.dirty.load(SeqCst)
+    }
+
+    fn is_broken(&self) -> bool {
+        self.closed.load(SeqCst) || self.client.is_closed()
+    }
+
+    fn interrupt_handle(&self) -> Option<Arc<dyn Interrupt>> {
+        Some(Arc::clone(&self.cancel) as Arc<dyn Interrupt>)
+    }
+}
+
+/// Runs `stmt` once per parameter set with up to `PIPELINE_DEPTH`
+/// executions in flight: tokio-postgres pipelines requests issued together on
+/// one connection, so this costs one round trip per window, not per row.
+async fn pipelined(client: &Client, stmt: &Statement, sets: &[Vec<Value>]) -> Result<u64> {
+    let mut in_flight = futures_util::stream::FuturesOrdered::new();
+    let mut total = 0;
+    for params in sets {
+        in_flight.push_back(execute_one(client, stmt, params));
+        if in_flight.len() >= PIPELINE_DEPTH {
+            if let Some(n) = in_flight.next().await {
+                total += n?;
+            }
+        }
+    }
+    while let Some(n) = in_flight.next().await {
+        total += n?;
+    }
+    Ok(total)
+}
+
+async fn execute_one(client: &Client, stmt: &Statement, params: &[Value]) -> Result<u64> {
+    let b = binds(params);
+    client.execute(stmt, &as_refs(&b)).await.map_err(map_error)
+}
+
+pub(super) fn check_count(stmt: &Statement, params: &[Value]) -> Result<()> {
+    let expected = stmt.params().len();
+    if expected != params.len() {
+        return Err(Error::new(
+            ErrorKind::Param,
+            format!(
+                "the statement has {expected} placeholders but {} values were given",
+                params.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transaction_effect;
+
+    #[test]
+    fn transaction_state_follows_the_first_word() {
+        assert_eq!(
+            transaction_effect("  begin isolation level serializable"),
+            Some(true)
+        );
+        assert_eq!(transaction_effect("START TRANSACTION"), Some(true));
+        assert_eq!(transaction_effect("commit"), Some(false));
+        assert_eq!(transaction_effect("ROLLBACK"), Some(false));
+        assert_eq!(transaction_effect("rollback to savepoint sp_2"), None);
+        assert_eq!(transaction_effect("SELECT 'BEGIN'"), None);
+        assert_eq!(transaction_effect("BEGINNING_TABLE"), None);
+        assert_eq!(transaction_effect(""), None);
+    }
+}
