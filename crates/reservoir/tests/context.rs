@@ -7,10 +7,13 @@ use common::{Db, fresh_table};
 use reservoir::{Connection, Engine, ErrorKind, params};
 
 /// Which server-side connection this is: the backend pid on PostgreSQL, the
-/// pool's connection number on SQLite (whose "server" is in-process).
+/// pool's connection number on SQLite (whose "server" is in-process) and
+/// behind PgBouncer (whose server sessions change between transactions).
 async fn server_id(db: &Db, conn: &mut Connection) -> i64 {
     match db.dialect {
-        reservoir::Dialect::Postgres => conn.fetch_scalar("SELECT pg_backend_pid()", ()).await.unwrap(),
+        reservoir::Dialect::Postgres if db.route != common::Route::PgBouncer => {
+            conn.fetch_scalar("SELECT pg_backend_pid()", ()).await.unwrap()
+        }
         _ => {
             conn.fetch_scalar::<i64>("SELECT 1", ()).await.unwrap();
             conn.id() as i64

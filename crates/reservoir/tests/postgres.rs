@@ -169,3 +169,56 @@ async fn cursors_need_a_transaction() {
     assert_eq!(err.kind(), &ErrorKind::Usage);
     assert!(err.to_string().contains("transaction"), "{err}");
 }
+
+/// Types without a binary mapping (inet, interval, enums) and text arrays
+/// with quotes and backslashes bind through their text form, prepared or
+/// unnamed.
+#[tokio::test]
+async fn types_without_a_binary_mapping_bind_as_text() {
+    use reservoir::value::Array;
+    for db in [Db::postgres(), Db::postgres_unnamed()] {
+        let engine = db.engine().await;
+        let kind = format!("rsv_mood_{}", db.label());
+        let t = common::table_name(&db, "text_bound");
+        engine
+            .execute(format!("DROP TABLE IF EXISTS {t}").as_str(), ())
+            .await
+            .unwrap();
+        engine
+            .execute(format!("DROP TYPE IF EXISTS {kind}").as_str(), ())
+            .await
+            .unwrap();
+        engine
+            .execute(format!("CREATE TYPE {kind} AS ENUM ('sad', 'ok')").as_str(), ())
+            .await
+            .unwrap();
+        engine
+            .execute(
+                format!("CREATE TABLE {t} (addr inet, span interval, mood {kind}, tags text[])").as_str(),
+                (),
+            )
+            .await
+            .unwrap();
+        let tags = vec!["a b", "c\"d", "e\\f", "{}"];
+        engine
+            .execute(
+                format!("INSERT INTO {t} VALUES ($1, $2, $3, $4)").as_str(),
+                ("10.1.2.3", "1 day", "ok", Array(tags.clone())),
+            )
+            .await
+            .unwrap();
+        let row = engine
+            .fetch_one(
+                format!("SELECT host(addr), span::text, mood::text, tags FROM {t}").as_str(),
+                (),
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<String>(0).unwrap(), "10.1.2.3", "{}", db.label());
+        assert_eq!(row.get::<String>(1).unwrap(), "1 day");
+        assert_eq!(row.get::<String>(2).unwrap(), "ok");
+        let expected: Vec<String> = tags.iter().map(|s| s.to_string()).collect();
+        assert_eq!(row.get::<Array<String>>(3).unwrap(), Array(expected));
+        engine.close().await;
+    }
+}

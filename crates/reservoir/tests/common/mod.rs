@@ -3,24 +3,64 @@
 
 #![allow(dead_code)]
 
+#[cfg(feature = "postgres")]
+pub mod pgbouncer;
+
 use reservoir::{Dialect, Engine, EngineBuilder};
 
 /// One dialect under test: how to reach it and what its SQL looks like.
 #[derive(Clone, Copy, Debug)]
 pub struct Db {
     pub dialect: Dialect,
+    /// How the server is reached (a dialect may be tested more than one way).
+    pub route: Route,
+}
+
+/// The ways PostgreSQL is tested.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Direct,
+    /// Statement cache off: every statement is sent unnamed.
+    Unnamed,
+    /// Unnamed statements through PgBouncer in transaction mode.
+    PgBouncer,
 }
 
 impl Db {
     pub fn sqlite() -> Db {
         Db {
             dialect: Dialect::Sqlite,
+            route: Route::Direct,
         }
     }
 
     pub fn postgres() -> Db {
         Db {
             dialect: Dialect::Postgres,
+            route: Route::Direct,
+        }
+    }
+
+    pub fn postgres_unnamed() -> Db {
+        Db {
+            route: Route::Unnamed,
+            ..Db::postgres()
+        }
+    }
+
+    pub fn pgbouncer() -> Db {
+        Db {
+            route: Route::PgBouncer,
+            ..Db::postgres()
+        }
+    }
+
+    /// A short name for tables and messages.
+    pub fn label(&self) -> &'static str {
+        match self.route {
+            Route::Direct => self.dialect.name(),
+            Route::Unnamed => "pg_unnamed",
+            Route::PgBouncer => "pgbouncer",
         }
     }
 
@@ -46,10 +86,31 @@ impl Db {
     pub fn url(&self) -> String {
         match self.dialect {
             Dialect::Sqlite => "sqlite::memory:".into(),
-            Dialect::Postgres => std::env::var("POSTGRES_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+            Dialect::Postgres => {
+                let direct = std::env::var("POSTGRES_URL")
+                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+                let join = if direct.contains('?') { '&' } else { '?' };
+                match self.route {
+                    Route::Direct => direct,
+                    Route::Unnamed => format!("{direct}{join}statement_cache_size=0"),
+                    #[cfg(feature = "postgres")]
+                    Route::PgBouncer => format!(
+                        "postgres://postgres@127.0.0.1:{}/test?statement_cache_size=0",
+                        pgbouncer::port()
+                    ),
+                    #[cfg(not(feature = "postgres"))]
+                    Route::PgBouncer => unreachable!("PgBouncer is tested with the postgres feature"),
+                }
+            }
             other => panic!("no test server configured for {other:?}"),
         }
+    }
+
+    /// [`url`](Self::url) with more query parameters (`a=1&b=2`).
+    pub fn url_with(&self, params: &str) -> String {
+        let url = self.url();
+        let join = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{join}{params}")
     }
 
     pub fn builder(&self) -> EngineBuilder {
@@ -84,7 +145,7 @@ impl Db {
 /// A table name no other test uses: `test` names the test, the dialect
 /// keeps per-dialect runs of one test apart on a shared server.
 pub fn table_name(db: &Db, test: &str) -> String {
-    format!("rsv_{test}_{}", db.dialect.name())
+    format!("rsv_{test}_{}", db.label())
 }
 
 /// A new, empty table named after the test, with the given column list.
@@ -160,6 +221,18 @@ macro_rules! per_dialect {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 super::$case($crate::common::Db::postgres()).await;
+            }
+
+            #[cfg(feature = "postgres")]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_unnamed() {
+                super::$case($crate::common::Db::postgres_unnamed()).await;
+            }
+
+            #[cfg(feature = "postgres")]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pgbouncer() {
+                super::$case($crate::common::Db::pgbouncer()).await;
             }
         }
     )*};

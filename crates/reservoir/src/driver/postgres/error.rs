@@ -31,6 +31,8 @@ pub(super) fn map_error(e: tokio_postgres::Error) -> Error {
             "57014" if message.contains("statement timeout") => Error::new(ErrorKind::Timeout, message),
             "57014" => Error::new(ErrorKind::Interrupted, format!("statement cancelled: {message}")),
             "57P01" | "57P02" | "57P03" => Error::new(ErrorKind::Disconnected, message),
+            // An unnamed statement's parameter count is checked by the server.
+            "08P01" if message.starts_with("bind message supplies") => Error::new(ErrorKind::Param, message),
             _ => Error::database(code, message),
         };
     }

@@ -9,18 +9,20 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use futures_util::StreamExt;
 use lru::LruCache;
 use tokio_postgres::types::Type;
-use tokio_postgres::{CancelToken, Client, NoTls, Statement};
+use tokio_postgres::{Client, NoTls, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+mod cancel;
 mod config;
 mod error;
 mod rows;
 mod tls;
 mod types;
 
+use cancel::PgCancel;
 use error::{describe, map_error};
 use rows::{PgCursor, PgRows};
-use types::{Prepared, as_refs, binds, read_row};
+use types::{Prepared, as_refs, binds, columns_of, read_row, typed};
 
 use super::{Driver, DriverOptions, RawConnection, RowSource};
 use crate::error::{Error, ErrorKind, Result};
@@ -104,6 +106,7 @@ impl Driver for PostgresDriver {
                 cancel: Arc::new(PgCancel {
                     token: cancel,
                     tls: self.tls.clone(),
+                    address: PgCancel::address_of(&self.config),
                 }),
                 cursors: 0,
             }) as Box<dyn RawConnection>)
@@ -125,26 +128,6 @@ where
         flag.store(true, SeqCst);
     });
     closed
-}
-
-/// Sends cancel requests over a new connection, with the same TLS settings.
-struct PgCancel {
-    token: CancelToken,
-    tls: Option<MakeRustlsConnect>,
-}
-
-impl Interrupt for PgCancel {
-    fn interrupt(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            let sent = match &self.tls {
-                Some(tls) => self.token.cancel_query(tls.clone()).await,
-                None => self.token.cancel_query(NoTls).await,
-            };
-            if let Err(error) = sent {
-                tracing::debug!(%error, "cancel request failed");
-            }
-        })
-    }
 }
 
 struct PgConnection {
@@ -243,27 +226,77 @@ impl PgConnection {
         Ok(())
     }
 
-    /// Runs queued statements, then prepares `sql` (from the cache when it
-    /// can) and checks the parameter count of every set against it.
-    async fn ready(&mut self, sql: &str, sets: &[&[Value]]) -> Result<Prepared> {
+    /// Runs queued statements, then says how to send `sql`: prepared (from
+    /// the cache when it can, with the parameter count of every set checked
+    /// against it) or, with the cache off, unnamed.
+    async fn ready<'s>(&mut self, sql: &'s str, sets: &[&[Value]]) -> Result<Target<'s>> {
         self.flush_queued().await?;
-        let prepared = self.statement(sql).await?;
+        let Some(cache) = &mut self.cache else {
+            return Ok(Target::Unnamed(sql));
+        };
+        let prepared = match cache.get(sql) {
+            Some(prepared) => prepared.clone(),
+            None => {
+                let prepared = Prepared::new(self.client.prepare(sql).await.map_err(map_error)?);
+                cache.put(sql.to_string(), prepared.clone());
+                prepared
+            }
+        };
         for params in sets {
             check_count(&prepared.stmt, params)?;
         }
-        Ok(prepared)
+        Ok(Target::Prepared(prepared))
     }
 
-    async fn statement(&mut self, sql: &str) -> Result<Prepared> {
-        if let Some(cache) = &mut self.cache {
-            if let Some(prepared) = cache.get(sql) {
-                return Ok(prepared.clone());
+    /// Binary COPY of `rows` into the target of `copy`; `probe` selects
+    /// the columns, for their types.
+    async fn copy_rows(&self, probe: &str, copy: &str, rows: &[Vec<Value>]) -> Result<u64> {
+        // Binary COPY needs each column's type: ask the server once.
+        let types: Vec<Type> = self
+            .client
+            .prepare(probe)
+            .await
+            .map_err(map_error)?
+            .columns()
+            .iter()
+            .map(|c| c.type_().clone())
+            .collect();
+        let sink = self.client.copy_in(copy).await.map_err(map_error)?;
+        let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
+        let mut writer = std::pin::pin!(writer);
+        for row in rows {
+            if row.len() != types.len() {
+                return Err(Error::new(
+                    ErrorKind::Param,
+                    format!("a row has {} values for {} columns", row.len(), types.len()),
+                ));
             }
-            let prepared = Prepared::new(self.client.prepare(sql).await.map_err(map_error)?);
-            cache.put(sql.to_string(), prepared.clone());
-            return Ok(prepared);
+            let b = binds(row);
+            writer.as_mut().write(&as_refs(&b)).await.map_err(map_error)?;
         }
-        Ok(Prepared::new(self.client.prepare(sql).await.map_err(map_error)?))
+        writer.finish().await.map_err(map_error)
+    }
+
+    /// Opens a transaction for one operation when `wanted` and none is open;
+    /// returns whether it did (pass that to `end_own`).
+    async fn begin_own(&mut self, wanted: bool) -> Result<bool> {
+        if !wanted || self.in_tx {
+            return Ok(false);
+        }
+        self.client.batch_execute("BEGIN").await.map_err(map_error)?;
+        self.in_tx = true;
+        Ok(true)
+    }
+
+    /// Commits (`ok`) or rolls back the transaction `begin_own` opened.
+    async fn end_own(&mut self, own: bool, ok: bool) -> Result<()> {
+        if !own {
+            return Ok(());
+        }
+        let end = if ok { "COMMIT" } else { "ROLLBACK" };
+        let ended = self.client.batch_execute(end).await.map_err(map_error);
+        self.in_tx = false;
+        ended
     }
 
     fn note_transaction(&mut self, sql: &str) {
@@ -277,13 +310,8 @@ impl RawConnection for PgConnection {
     fn execute<'a>(&'a mut self, sql: &'a str, params: Vec<Value>) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
             let mut op = InFlight::new(&self.dirty);
-            let prepared = self.ready(sql, &[&params]).await?;
-            let b = binds(&params);
-            let n = self
-                .client
-                .execute(&prepared.stmt, &as_refs(&b))
-                .await
-                .map_err(map_error)?;
+            let target = self.ready(sql, &[&params]).await?;
+            let n = execute_one(&self.client, &target, &params).await?;
             self.note_transaction(sql);
             op.finished = true;
             Ok(n)
@@ -294,19 +322,10 @@ impl RawConnection for PgConnection {
         Box::pin(async move {
             let mut op = InFlight::new(&self.dirty);
             let all: Vec<&[Value]> = sets.iter().map(Vec::as_slice).collect();
-            let stmt = self.ready(sql, &all).await?.stmt;
-            let own_tx = !self.in_tx;
-            if own_tx {
-                self.client.batch_execute("BEGIN").await.map_err(map_error)?;
-                self.in_tx = true;
-            }
-            let result = pipelined(&self.client, &stmt, &sets).await;
-            if own_tx {
-                let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-                let ended = self.client.batch_execute(end).await.map_err(map_error);
-                self.in_tx = false;
-                ended?;
-            }
+            let target = self.ready(sql, &all).await?;
+            let own = self.begin_own(true).await?;
+            let result = pipelined(&self.client, &target, &sets).await;
+            self.end_own(own, result.is_ok()).await?;
             op.finished = true;
             result
         })
@@ -320,11 +339,21 @@ impl RawConnection for PgConnection {
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
         Box::pin(async move {
             let mut op = InFlight::new(&self.dirty);
-            let Prepared { stmt, columns } = self.ready(sql, &[&params]).await?;
+            let target = self.ready(sql, &[&params]).await?;
             let b = binds(&params);
             // The whole answer is read even when fewer rows are wanted, which
             // keeps the protocol in step without a cancel.
-            let rows = self.client.query(&stmt, &as_refs(&b)).await.map_err(map_error)?;
+            let rows = match &target {
+                Target::Prepared(p) => self.client.query(&p.stmt, &as_refs(&b)).await,
+                Target::Unnamed(sql) => self.client.query_typed(sql, &typed(&b)).await,
+            }
+            .map_err(map_error)?;
+            let columns = match target {
+                Target::Prepared(p) => p.columns,
+                Target::Unnamed(_) => rows
+                    .first()
+                    .map_or_else(|| Arc::from([]), |r| columns_of(r.columns())),
+            };
             let take = limit.unwrap_or(usize::MAX);
             let out = rows
                 .iter()
@@ -344,6 +373,7 @@ impl RawConnection for PgConnection {
             params,
             std::mem::take(&mut self.queued),
             Arc::clone(&self.dirty),
+            self.cache.is_none(),
         ))
     }
 
@@ -364,13 +394,16 @@ impl RawConnection for PgConnection {
             self.cursors += 1;
             let name = format!("reservoir_cursor_{}", self.cursors);
             let declare = format!("DECLARE {name} NO SCROLL CURSOR FOR {sql}");
-            let stmt = self.client.prepare(&declare).await.map_err(map_error)?;
-            check_count(&stmt, &params)?;
-            let b = binds(&params);
-            self.client
-                .execute(&stmt, &as_refs(&b))
-                .await
-                .map_err(map_error)?;
+            let target = match self.cache {
+                // Each cursor's DECLARE is new: prepared, but not cached.
+                Some(_) => {
+                    let stmt = self.client.prepare(&declare).await.map_err(map_error)?;
+                    check_count(&stmt, &params)?;
+                    Target::Prepared(Prepared::new(stmt))
+                }
+                None => Target::Unnamed(&declare),
+            };
+            execute_one(&self.client, &target, &params).await?;
             op.finished = true;
             Ok(Box::new(PgCursor::new(Arc::clone(&self.client), name)) as Box<dyn RowSource>)
         })
@@ -388,32 +421,14 @@ impl RawConnection for PgConnection {
         Box::pin(async move {
             let mut op = InFlight::new(&self.dirty);
             self.flush_queued().await?;
-            // Binary COPY needs each column's type: ask the server once.
-            let types: Vec<Type> = self
-                .client
-                .prepare(&probe)
-                .await
-                .map_err(map_error)?
-                .columns()
-                .iter()
-                .map(|c| c.type_().clone())
-                .collect();
-            let sink = self.client.copy_in(copy.as_str()).await.map_err(map_error)?;
-            let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
-            let mut writer = std::pin::pin!(writer);
-            for row in &rows {
-                if row.len() != types.len() {
-                    return Err(Error::new(
-                        ErrorKind::Param,
-                        format!("a row has {} values for {} columns", row.len(), types.len()),
-                    ));
-                }
-                let b = binds(row);
-                writer.as_mut().write(&as_refs(&b)).await.map_err(map_error)?;
-            }
-            let n = writer.finish().await.map_err(map_error)?;
+            // Asking for the column types prepares a named statement: behind
+            // a transaction-mode pooler it must share a server session with
+            // its Close, so it gets a transaction of its own.
+            let own = self.begin_own(self.cache.is_none()).await?;
+            let copied = self.copy_rows(&probe, &copy, &rows).await;
+            self.end_own(own, copied.is_ok()).await?;
             op.finished = true;
-            Ok(n)
+            copied
         })
     }
 
@@ -459,14 +474,25 @@ impl RawConnection for PgConnection {
     }
 }
 
-/// Runs `stmt` once per parameter set with up to `PIPELINE_DEPTH`
+/// How a statement is sent.
+enum Target<'a> {
+    /// Prepared on this connection: the server's parameter types.
+    Prepared(Prepared),
+    /// Parsed anew in the same round trip as its execution, as the unnamed
+    /// statement, with parameters typed by their values (see
+    /// `types::typed`). Nothing outlives the round trip, so it works behind
+    /// PgBouncer in transaction mode.
+    Unnamed(&'a str),
+}
+
+/// Runs the statement once per parameter set with up to `PIPELINE_DEPTH`
 /// executions in flight: tokio-postgres pipelines requests issued together on
 /// one connection, so this costs one round trip per window, not per row.
-async fn pipelined(client: &Client, stmt: &Statement, sets: &[Vec<Value>]) -> Result<u64> {
+async fn pipelined(client: &Client, target: &Target<'_>, sets: &[Vec<Value>]) -> Result<u64> {
     let mut in_flight = futures_util::stream::FuturesOrdered::new();
     let mut total = 0;
     for params in sets {
-        in_flight.push_back(execute_one(client, stmt, params));
+        in_flight.push_back(execute_one(client, target, params));
         if in_flight.len() >= PIPELINE_DEPTH {
             if let Some(n) = in_flight.next().await {
                 total += n?;
@@ -479,9 +505,13 @@ async fn pipelined(client: &Client, stmt: &Statement, sets: &[Vec<Value>]) -> Re
     Ok(total)
 }
 
-async fn execute_one(client: &Client, stmt: &Statement, params: &[Value]) -> Result<u64> {
+async fn execute_one(client: &Client, target: &Target<'_>, params: &[Value]) -> Result<u64> {
     let b = binds(params);
-    client.execute(stmt, &as_refs(&b)).await.map_err(map_error)
+    match target {
+        Target::Prepared(p) => client.execute(&p.stmt, &as_refs(&b)).await,
+        Target::Unnamed(sql) => client.execute_typed(sql, &typed(&b)).await,
+    }
+    .map_err(map_error)
 }
 
 pub(super) fn check_count(stmt: &Statement, params: &[Value]) -> Result<()> {

@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use tokio_postgres::Client;
 
 use super::error::map_error;
-use super::types::{as_refs, binds, columns_of, read_row};
+use super::types::{as_refs, binds, columns_of, read_row, typed};
 use super::{InFlight, check_count};
 use crate::driver::RowSource;
 use crate::error::Result;
@@ -24,10 +24,12 @@ enum PortalState {
         sql: String,
         params: Vec<Value>,
         queued: Vec<String>,
+        unnamed: bool,
     },
     Streaming {
         rows: std::pin::Pin<Box<tokio_postgres::RowStream>>,
-        columns: Arc<[Column]>,
+        /// From the prepared statement, or (unnamed) from the first row.
+        columns: Option<Arc<[Column]>>,
     },
     Done,
 }
@@ -38,19 +40,22 @@ pub(super) struct PgRows {
 }
 
 impl PgRows {
-    /// Rows of `sql`, prepared and bound on the first pull (after `queued`).
+    /// Rows of `sql`, sent on the first pull (after `queued`): prepared, or
+    /// `unnamed` with parameters typed by their values.
     pub(super) fn new(
         client: Arc<Client>,
         sql: String,
         params: Vec<Value>,
         queued: Vec<String>,
         dirty: Arc<AtomicBool>,
+        unnamed: bool,
     ) -> Self {
         let state = PortalState::Start {
             client,
             sql,
             params,
             queued,
+            unnamed,
         };
         PgRows {
             state: Arc::new(tokio::sync::Mutex::new(state)),
@@ -64,16 +69,22 @@ impl PgRows {
             sql,
             params,
             queued,
+            unnamed,
         } = state
         {
             for q in queued.drain(..) {
                 let _ = client.batch_execute(&q).await;
             }
-            let stmt = client.prepare(sql).await.map_err(map_error)?;
-            check_count(&stmt, params)?;
-            let columns = columns_of(&stmt);
             let b = binds(params);
-            let rows = client.query_raw(&stmt, as_refs(&b)).await.map_err(map_error)?;
+            let (rows, columns) = if *unnamed {
+                let rows = client.query_typed_raw(sql, typed(&b)).await;
+                (rows.map_err(map_error)?, None)
+            } else {
+                let stmt = client.prepare(sql).await.map_err(map_error)?;
+                check_count(&stmt, params)?;
+                let rows = client.query_raw(&stmt, as_refs(&b)).await.map_err(map_error)?;
+                (rows, Some(columns_of(stmt.columns())))
+            };
             *state = PortalState::Streaming {
                 rows: Box::pin(rows),
                 columns,
@@ -109,6 +120,7 @@ impl PgRows {
                         let row = row.map_err(map_error)?;
                         seen += 1;
                         if keep {
+                            let columns = columns.get_or_insert_with(|| columns_of(row.columns()));
                             out.push(read_row(&row, columns)?);
                         }
                     }
@@ -152,17 +164,12 @@ impl Drop for PgRows {
 pub(super) struct PgCursor {
     client: Arc<Client>,
     name: String,
-    columns: Option<Arc<[Column]>>,
 }
 
 impl PgCursor {
     /// A cursor already declared as `name` on `client`.
     pub(super) fn new(client: Arc<Client>, name: String) -> Self {
-        PgCursor {
-            client,
-            name,
-            columns: None,
-        }
+        PgCursor { client, name }
     }
 }
 
@@ -170,11 +177,13 @@ impl RowSource for PgCursor {
     fn fetch(&mut self, n: usize) -> BoxFuture<'static, Result<Vec<Row>>> {
         let client = Arc::clone(&self.client);
         let sql = format!("FETCH FORWARD {n} FROM {}", self.name);
-        let known = self.columns.clone();
         Box::pin(async move {
-            let stmt = client.prepare(&sql).await.map_err(map_error)?;
-            let columns = known.unwrap_or_else(|| columns_of(&stmt));
-            let rows = client.query(&stmt, &[]).await.map_err(map_error)?;
+            // Unnamed: one round trip, and nothing left behind for a pooler.
+            let rows = client.query_typed(&sql, &[]).await.map_err(map_error)?;
+            let Some(first) = rows.first() else {
+                return Ok(Vec::new());
+            };
+            let columns = columns_of(first.columns());
             rows.iter().map(|r| read_row(r, &columns)).collect()
         })
     }
@@ -182,7 +191,7 @@ impl RowSource for PgCursor {
     fn forward(&mut self, n: u64) -> BoxFuture<'static, Result<u64>> {
         let client = Arc::clone(&self.client);
         let sql = format!("MOVE FORWARD {n} FROM {}", self.name);
-        Box::pin(async move { client.execute(sql.as_str(), &[]).await.map_err(map_error) })
+        Box::pin(async move { client.execute_typed(&sql, &[]).await.map_err(map_error) })
     }
 }
 

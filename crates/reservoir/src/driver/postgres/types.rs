@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use tokio_postgres::Statement;
-use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::types::{Format, IsNull, Kind, ToSql, Type, to_sql_checked};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::row::{Column, Row};
@@ -18,7 +18,7 @@ pub(super) struct Prepared {
 
 impl Prepared {
     pub(super) fn new(stmt: Statement) -> Self {
-        let columns = columns_of(&stmt);
+        let columns = columns_of(stmt.columns());
         Prepared { stmt, columns }
     }
 }
@@ -31,10 +31,89 @@ pub(super) fn as_refs<'a>(binds: &'a [PgBind<'a>]) -> Vec<&'a (dyn ToSql + Sync)
     binds.iter().map(|b| b as &(dyn ToSql + Sync)).collect()
 }
 
+/// Parameters typed by their values, for statements sent unnamed (no
+/// prepare round trip to learn the server's types). Text and NULL go
+/// untyped, as text, so the server infers their type from the statement as
+/// it would for a literal: a string binds to a date or uuid column too.
+pub(super) fn typed<'a>(binds: &'a [PgBind<'a>]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
+    binds
+        .iter()
+        .map(|b| (b as &(dyn ToSql + Sync), value_type(b.0)))
+        .collect()
+}
+
+fn value_type(v: &Value) -> Type {
+    match v {
+        Value::Bool(_) => Type::BOOL,
+        Value::I16(_) => Type::INT2,
+        Value::I32(_) => Type::INT4,
+        Value::I64(_) => Type::INT8,
+        Value::F32(_) => Type::FLOAT4,
+        Value::F64(_) => Type::FLOAT8,
+        Value::Decimal(_) => Type::NUMERIC,
+        Value::Bytes(_) => Type::BYTEA,
+        Value::Date(_) => Type::DATE,
+        Value::Time(_) => Type::TIME,
+        Value::Timestamp(_) => Type::TIMESTAMP,
+        Value::TimestampTz(_) => Type::TIMESTAMPTZ,
+        Value::Uuid(_) => Type::UUID,
+        Value::Json(_) => Type::JSONB,
+        Value::Array(items) => match items.iter().find(|i| !i.is_null()).map(value_type) {
+            Some(member) => array_of(&member),
+            None => Type::UNKNOWN,
+        },
+        Value::Null | Value::Text(_) => Type::UNKNOWN,
+    }
+}
+
+fn array_of(member: &Type) -> Type {
+    match *member {
+        Type::BOOL => Type::BOOL_ARRAY,
+        Type::INT2 => Type::INT2_ARRAY,
+        Type::INT4 => Type::INT4_ARRAY,
+        Type::INT8 => Type::INT8_ARRAY,
+        Type::FLOAT4 => Type::FLOAT4_ARRAY,
+        Type::FLOAT8 => Type::FLOAT8_ARRAY,
+        Type::NUMERIC => Type::NUMERIC_ARRAY,
+        Type::BYTEA => Type::BYTEA_ARRAY,
+        Type::DATE => Type::DATE_ARRAY,
+        Type::TIME => Type::TIME_ARRAY,
+        Type::TIMESTAMP => Type::TIMESTAMP_ARRAY,
+        Type::TIMESTAMPTZ => Type::TIMESTAMPTZ_ARRAY,
+        Type::UUID => Type::UUID_ARRAY,
+        Type::JSONB => Type::JSONB_ARRAY,
+        _ => Type::UNKNOWN,
+    }
+}
+
+/// Whether values of `ty` are sent in binary; every other type gets the
+/// value's text form in text format, which the server parses like a literal.
+fn is_binary(ty: &Type) -> bool {
+    match *ty {
+        Type::BOOL
+        | Type::INT2
+        | Type::INT4
+        | Type::INT8
+        | Type::OID
+        | Type::FLOAT4
+        | Type::FLOAT8
+        | Type::NUMERIC
+        | Type::BYTEA
+        | Type::DATE
+        | Type::TIME
+        | Type::TIMESTAMP
+        | Type::TIMESTAMPTZ
+        | Type::UUID
+        | Type::JSON
+        | Type::JSONB => true,
+        _ => matches!(ty.kind(), Kind::Array(member) if is_binary(member)),
+    }
+}
+
 // ---- values --------------------------------------------------------------
 
-pub(super) fn columns_of(stmt: &Statement) -> Arc<[Column]> {
-    stmt.columns()
+pub(super) fn columns_of(columns: &[tokio_postgres::Column]) -> Arc<[Column]> {
+    columns
         .iter()
         .map(|c| Column::new(c.name(), Some(c.type_().name().to_string())))
         .collect()
@@ -144,6 +223,12 @@ impl ToSql for PgBind<'_> {
         if v.is_null() {
             return Ok(IsNull::Yes);
         }
+        if !is_binary(ty) {
+            // Text format (see `encode_format`): the bytes of the text form.
+            let text = text_form(v).ok_or_else(|| cannot(v, ty))?;
+            out.extend_from_slice(text.as_bytes());
+            return Ok(IsNull::No);
+        }
         match *ty {
             Type::BOOL => bool::from_value(v).ok_or_else(|| cannot(v, ty))?.to_sql(ty, out),
             Type::INT2 => i16::from_value(v).ok_or_else(|| cannot(v, ty))?.to_sql(ty, out),
@@ -182,17 +267,20 @@ impl ToSql for PgBind<'_> {
                 Value::Text(s) => serde_json::from_str::<serde_json::Value>(s)?.to_sql(ty, out),
                 other => crate::value::to_json(other).to_sql(ty, out),
             },
-            _ if matches!(ty.kind(), tokio_postgres::types::Kind::Array(_)) => match v {
-                // Each element is bound to the array's member type.
+            _ => match v {
+                // An array type whose members are binary (`is_binary`): each
+                // element is bound to the member type.
                 Value::Array(items) => items.iter().map(PgBind).collect::<Vec<_>>().to_sql(ty, out),
                 _ => Err(cannot(v, ty)),
             },
-            // Text and every type we do not know: the value's text form,
-            // which the server parses as it would a literal.
-            _ => text_form(v)
-                .ok_or_else(|| cannot(v, ty))?
-                .as_str()
-                .to_sql(&Type::TEXT, out),
+        }
+    }
+
+    fn encode_format(&self, ty: &Type) -> Format {
+        if is_binary(ty) {
+            Format::Binary
+        } else {
+            Format::Text
         }
     }
 
@@ -227,6 +315,33 @@ fn text_form(v: &Value) -> Option<String> {
         Value::TimestampTz(t) => t.to_rfc3339(),
         Value::Uuid(u) => u.to_string(),
         Value::Json(j) => j.to_string(),
-        Value::Array(_) => return None,
+        Value::Array(items) => array_literal(items)?,
     })
+}
+
+/// `{1,NULL,"a b"}`: every element quoted (with `"` and `\` escaped), so
+/// the server parses each as a literal of the member type.
+fn array_literal(items: &[Value]) -> Option<String> {
+    let mut out = String::from("{");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match item {
+            Value::Null => out.push_str("NULL"),
+            Value::Array(_) => out.push_str(&text_form(item)?),
+            _ => {
+                out.push('"');
+                for c in text_form(item)?.chars() {
+                    if c == '"' || c == '\\' {
+                        out.push('\\');
+                    }
+                    out.push(c);
+                }
+                out.push('"');
+            }
+        }
+    }
+    out.push('}');
+    Some(out)
 }
