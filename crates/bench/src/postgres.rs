@@ -365,24 +365,35 @@ async fn warm_up() {
         .expect("warm-up");
 }
 
-async fn point_selects() -> (Vec<Row>, Vec<Row>) {
-    warm_up().await;
-    let engine = Engine::builder(URL)
+/// A Reservoir engine over `CONNECTIONS` connections, no backlog bound.
+async fn bench_engine(pipeline_reads: bool) -> Engine {
+    Engine::builder(URL)
         .pool_size(CONNECTIONS)
         .max_overflow(0)
         .max_waiting(None)
+        .pipeline_reads(pipeline_reads)
         .build()
         .await
-        .expect("reservoir engine");
+        .expect("reservoir engine")
+}
+
+/// Connectionless point selects from `TASKS` tasks.
+async fn connectionless_rate(engine: &Engine) -> f64 {
     let e = engine.clone();
-    let connectionless = throughput(TASKS, move || {
+    throughput(TASKS, move || {
         let engine = e.clone();
         async move {
             let row = engine.fetch_one(SELECT, (next_aid(),)).await.expect("select");
             std::hint::black_box(row);
         }
     })
-    .await;
+    .await
+}
+
+async fn point_selects() -> (Vec<Row>, Vec<Row>) {
+    warm_up().await;
+    let engine = bench_engine(false).await;
+    let connectionless = connectionless_rate(&engine).await;
     let e = engine.clone();
     let checkout = throughput(TASKS, move || {
         let engine = e.clone();
@@ -393,6 +404,9 @@ async fn point_selects() -> (Vec<Row>, Vec<Row>) {
         }
     })
     .await;
+    engine.close().await;
+    let engine = bench_engine(true).await;
+    let pipelined = connectionless_rate(&engine).await;
     engine.close().await;
 
     let mut cfg = deadpool_postgres::Config::new();
@@ -477,6 +491,10 @@ async fn point_selects() -> (Vec<Row>, Vec<Row>) {
             Row {
                 name: "reservoir acquire + conn.fetch_one",
                 rate: checkout,
+            },
+            Row {
+                name: "reservoir engine.fetch_one, pipeline_reads",
+                rate: pipelined,
             },
         ],
         vec![

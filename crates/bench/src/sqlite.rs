@@ -183,6 +183,26 @@ async fn point_selects(url: &str, path: &Path) -> (Vec<Row>, Row, Vec<Row>, Row)
     let checkout_1 = per_op_checkout(1).await;
     let ours_32 = connectionless(32).await;
     let checkout_32 = per_op_checkout(32).await;
+    engine.close().await;
+    let pipelined_engine = Engine::builder(url)
+        .pool_size(POOL as usize)
+        .max_overflow(0)
+        .max_waiting(None)
+        .pipeline_reads(true)
+        .build()
+        .await
+        .expect("engine");
+    let pipelined_32 = {
+        let engine = pipelined_engine.clone();
+        throughput(32, move || {
+            let engine = engine.clone();
+            async move {
+                std::hint::black_box(engine.fetch_one(SELECT, (next_id(),)).await.expect("select"));
+            }
+        })
+        .await
+    };
+    pipelined_engine.close().await;
 
     let pool = Arc::new(sqlx_pool(path, POOL).await);
     let sqlx_run = |tasks| {
@@ -228,6 +248,10 @@ async fn point_selects(url: &str, path: &Path) -> (Vec<Row>, Row, Vec<Row>, Row)
             Row {
                 name: "reservoir acquire + conn.fetch_one per select",
                 rate: checkout_32,
+            },
+            Row {
+                name: "reservoir engine.fetch_one, pipeline_reads",
+                rate: pipelined_32,
             },
         ],
         Row {

@@ -110,6 +110,23 @@ impl Link {
     }
 }
 
+/// Logs a statement: INFO with `echo`, else DEBUG. Parameter values are
+/// never logged.
+pub(crate) fn log_statement(echo: bool, sql: &str, elapsed: std::time::Duration, ok: bool) {
+    if echo {
+        tracing::info!(target: "reservoir::sql", statement = sql, ?elapsed, ok);
+    } else {
+        tracing::debug!(target: "reservoir::sql", statement = sql, ?elapsed, ok);
+    }
+}
+
+/// The first row, or a `NoRows` error.
+pub(crate) fn first_row(rows: Vec<Row>) -> Result<Row> {
+    rows.into_iter()
+        .next()
+        .ok_or_else(|| Error::new(ErrorKind::NoRows, "the query returned no rows"))
+}
+
 /// `"name"`, with embedded quotes doubled; a dotted name quotes each part.
 fn quote_identifier(name: &str) -> Result<String> {
     if name.is_empty() || name.split('.').any(str::is_empty) {
@@ -233,12 +250,7 @@ impl Connection {
         let mut raw = self.link.lock(&self.engine).await?;
         let started = Instant::now();
         let result = op(raw_of(&mut raw), sql).await;
-        let elapsed = started.elapsed();
-        if self.engine.echo {
-            tracing::info!(target: "reservoir::sql", statement = sql, ?elapsed, ok = result.is_ok());
-        } else {
-            tracing::debug!(target: "reservoir::sql", statement = sql, ?elapsed, ok = result.is_ok());
-        }
+        log_statement(self.engine.echo, sql, started.elapsed(), result.is_ok());
         if let (Err(e), Some(pooled)) = (&result, raw.as_mut()) {
             if e.is_disconnect() {
                 pooled.mark_broken();
@@ -325,16 +337,19 @@ impl Connection {
         self.run(&what, |raw, _| raw.copy_in(&table, &quoted, rows)).await
     }
 
-    async fn query(&mut self, sql: &str, params: Params, limit: Option<usize>) -> Result<Vec<Row>> {
+    pub(crate) async fn query(
+        &mut self,
+        sql: &str,
+        params: Params,
+        limit: Option<usize>,
+    ) -> Result<Vec<Row>> {
         let (sql, values) = self.bind(sql, params)?;
         self.run(&sql, |raw, sql| raw.query(sql, values, limit)).await
     }
 
     /// The first row; an error of kind [`ErrorKind::NoRows`] if there is none.
     pub async fn fetch_one(&mut self, sql: &str, params: impl IntoParams) -> Result<Row> {
-        self.fetch_optional(sql, params)
-            .await?
-            .ok_or_else(|| Error::new(ErrorKind::NoRows, "the query returned no rows"))
+        first_row(self.query(sql, params.into_params(), Some(1)).await?)
     }
 
     /// The first row, if any.

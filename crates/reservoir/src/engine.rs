@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::connection::{Connection, Link};
+use crate::connection::{Connection, Link, first_row};
 use crate::context::Contexts;
-use crate::driver::{self, Driver, DriverOptions};
+use crate::driver::{self, Driver, DriverOptions, Query};
 use crate::error::{Error, ErrorKind, Result};
 use crate::manager::DriverManager;
-use crate::params::IntoParams;
+use crate::params::{IntoParams, Params};
+use crate::pipeline::Pipeline;
 use crate::pool::{CloseOptions, Pool, PoolConfig, PoolStats, PoolStatus};
 use crate::row::Row;
 use crate::transaction::{Transaction, TxOptions};
@@ -25,6 +26,8 @@ pub(crate) struct EngineInner {
     pub driver: Arc<dyn Driver>,
     pub url: DatabaseUrl,
     pub echo: bool,
+    pub pipeline_reads: bool,
+    pub pipeline: Pipeline,
 }
 
 /// The entry point: a dialect chosen by URL, owning a pool of connections.
@@ -154,22 +157,22 @@ impl Engine {
 
     /// The first row (an error if there is none), connectionless.
     pub async fn fetch_one(&self, sql: &str, params: impl IntoParams) -> Result<Row> {
-        self.contextual().await?.fetch_one(sql, params).await
+        first_row(self.read(sql, params.into_params(), Some(1)).await?)
     }
 
     /// The first row, if any, connectionless.
     pub async fn fetch_optional(&self, sql: &str, params: impl IntoParams) -> Result<Option<Row>> {
-        self.contextual().await?.fetch_optional(sql, params).await
+        Ok(self.read(sql, params.into_params(), Some(1)).await?.pop())
     }
 
     /// Every row, buffered, connectionless.
     pub async fn fetch_all(&self, sql: &str, params: impl IntoParams) -> Result<Vec<Row>> {
-        self.contextual().await?.fetch_all(sql, params).await
+        self.read(sql, params.into_params(), None).await
     }
 
     /// The first column of the first row, connectionless.
     pub async fn fetch_scalar<T: FromValue>(&self, sql: &str, params: impl IntoParams) -> Result<T> {
-        self.contextual().await?.fetch_scalar(sql, params).await
+        self.fetch_one(sql, params).await?.get(0)
     }
 
     /// Every row deserialized into `T`, connectionless.
@@ -178,7 +181,32 @@ impl Engine {
         sql: &str,
         params: impl IntoParams,
     ) -> Result<Vec<T>> {
-        self.contextual().await?.fetch_all_as(sql, params).await
+        self.fetch_all(sql, params)
+            .await?
+            .iter()
+            .map(Row::deserialize)
+            .collect()
+    }
+
+    /// A connectionless query: on the task's current connection if it has
+    /// one; else pipelined (with `pipeline_reads`, when the pool is busy and
+    /// the statement is a plain read); else on a connection of its own.
+    async fn read(&self, sql: &str, params: Params, limit: Option<usize>) -> Result<Vec<Row>> {
+        let inner = &self.inner;
+        if inner.pipeline_reads
+            && crate::sql::is_plain_read(sql)
+            && inner.contexts.top().is_none()
+            && inner.pipeline.should_take(inner)
+        {
+            let (sql, params) = params.bind(sql, inner.driver.placeholder())?;
+            let query = Query {
+                sql: sql.into_owned(),
+                params,
+                limit,
+            };
+            return inner.pipeline.read(inner, query).await;
+        }
+        self.contextual().await?.query(sql, params, limit).await
     }
 
     /// How many tasks currently hold a stack of reusable connections.
@@ -323,6 +351,7 @@ struct Overrides {
     echo: Option<bool>,
     statement_cache_size: Option<usize>,
     statement_timeout: Option<Duration>,
+    pipeline_reads: Option<bool>,
 }
 
 /// Configures an [`Engine`]. Settings may also come as URL query parameters
@@ -371,6 +400,8 @@ impl EngineBuilder {
         statement_cache_size: usize,
         /// Cancel statements running longer (`ErrorKind::Timeout`; the connection stays usable).
         statement_timeout: Duration,
+        /// When the pool is busy, pipeline connectionless reads over connections serving such reads (default false).
+        pipeline_reads: bool,
     }
 
     /// Opens the pool and one connection (or `min_size`), so that a wrong
@@ -396,6 +427,8 @@ impl EngineBuilder {
                 driver,
                 url,
                 echo: settings.echo,
+                pipeline_reads: settings.pipeline_reads,
+                pipeline: Pipeline::default(),
             }),
         })
     }
@@ -417,12 +450,14 @@ pub(crate) const ENGINE_KEYS: &[&str] = &[
     "echo",
     "statement_cache_size",
     "statement_timeout",
+    "pipeline_reads",
 ];
 
 struct Settings {
     pool: PoolConfig,
     max_waiting_given: bool,
     echo: bool,
+    pipeline_reads: bool,
     driver: DriverOptions,
 }
 
@@ -492,6 +527,7 @@ impl Settings {
             pool,
             max_waiting_given,
             echo: flag("echo")?.unwrap_or(false),
+            pipeline_reads: flag("pipeline_reads")?.unwrap_or(false),
             driver: DriverOptions {
                 statement_cache_size: count("statement_cache_size")?
                     .unwrap_or(DriverOptions::default().statement_cache_size),
@@ -519,6 +555,7 @@ impl Settings {
             p.max_waiting = Some(PoolConfig::default_max_waiting(p.pool_size, p.max_overflow));
         }
         self.echo = o.echo.unwrap_or(self.echo);
+        self.pipeline_reads = o.pipeline_reads.unwrap_or(self.pipeline_reads);
         let d = &mut self.driver;
         d.statement_cache_size = o.statement_cache_size.unwrap_or(d.statement_cache_size);
         d.statement_timeout = o.statement_timeout.or(d.statement_timeout);

@@ -39,6 +39,7 @@ pub mod error;
 mod manager;
 pub mod meta;
 pub mod params;
+mod pipeline;
 pub mod pool;
 pub mod row;
 pub mod sql;

@@ -182,10 +182,46 @@ fn dollar_quote_end(sql: &str, chars: &[(usize, char)], i: usize) -> Option<usiz
     Some(chars.iter().position(|&(b, _)| b >= close).unwrap_or(chars.len()))
 }
 
+/// Whether `sql` is a plain query (its first word SELECT, WITH, VALUES or
+/// TABLE): one that cannot open a transaction or change the session's, so
+/// it may share a connection with other such queries.
+pub(crate) fn is_plain_read(sql: &str) -> bool {
+    let sql = sql.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
+    let end = sql.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(sql.len());
+    let word = &sql[..end];
+    ["SELECT", "WITH", "VALUES", "TABLE"]
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use Placeholder::{Dollar, Question};
+
+    #[test]
+    fn plain_reads_are_told_by_their_first_word() {
+        for sql in [
+            "SELECT 1",
+            "  select 1",
+            "(SELECT 1) UNION (SELECT 2)",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+            "values (1)",
+            "TABLE t",
+        ] {
+            assert!(is_plain_read(sql), "{sql}");
+        }
+        for sql in [
+            "BEGIN",
+            "SET x = 1",
+            "INSERT INTO t VALUES (1)",
+            "SELECTX",
+            "",
+            "-- c\nSELECT 1",
+        ] {
+            assert!(!is_plain_read(sql), "{sql}");
+        }
+    }
 
     #[test]
     fn table() {

@@ -41,6 +41,19 @@ pub trait RawConnection: Send + 'static {
         params: Vec<Value>,
         limit: Option<usize>,
     ) -> BoxFuture<'a, Result<Vec<Row>>>;
+    /// Runs independent queries, each on its own (autocommit, outside any
+    /// transaction) with its own result: PostgreSQL pipelines them in one
+    /// round trip, SQLite runs them in one visit to its worker thread. By
+    /// default one after another.
+    fn query_batch(&mut self, batch: Vec<Query>) -> BoxFuture<'_, Vec<Result<Vec<Row>>>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(batch.len());
+            for q in batch {
+                out.push(self.query(&q.sql, q.params, q.limit).await);
+            }
+            out
+        })
+    }
     /// Starts a query whose rows are pulled in batches (streams, cursors).
     /// Errors surface on the first pull.
     fn open_rows(&mut self, sql: &str, params: Vec<Value>) -> Box<dyn RowSource>;
@@ -82,6 +95,18 @@ pub trait RawConnection: Send + 'static {
     fn is_broken(&self) -> bool;
     /// A handle that interrupts the running statement from elsewhere.
     fn interrupt_handle(&self) -> Option<Arc<dyn Interrupt>>;
+}
+
+/// One query of a [`RawConnection::query_batch`]: SQL in the driver's
+/// placeholder style, its parameters, and at most how many rows to keep.
+#[derive(Debug)]
+pub struct Query {
+    /// The statement, placeholders already in the driver's style.
+    pub sql: String,
+    /// Its parameters, in placeholder order.
+    pub params: Vec<Value>,
+    /// Rows to keep (`None`: all).
+    pub limit: Option<usize>,
 }
 
 /// The rows of a query, pulled on demand.

@@ -12,7 +12,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection as Sqlite, OpenFlags, ffi};
 use tokio::sync::oneshot;
 
-use super::{Driver, DriverOptions, RawConnection, RowSource};
+use super::{Driver, DriverOptions, Query, RawConnection, RowSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::{BoxFuture, Interrupt};
 use crate::row::{Column, Row};
@@ -256,6 +256,7 @@ enum Command {
     Execute(Box<str>, Vec<Value>, Reply<u64>),
     ExecuteMany(Box<str>, Vec<Vec<Value>>, Reply<u64>),
     Query(Box<str>, Vec<Value>, Option<usize>, Reply<Vec<Row>>),
+    QueryBatch(Vec<Query>, Reply<Vec<Result<Vec<Row>>>>),
     Rows(Box<str>, Vec<Value>, std_mpsc::Receiver<Pull>),
     Simple(Box<str>, Reply<()>),
     /// Fire and forget: errors are dropped (a rollback of a dropped transaction).
@@ -356,6 +357,17 @@ impl RawConnection for SqliteConnection {
         limit: Option<usize>,
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
         self.call(|r| Command::Query(sql.into(), params, limit, r))
+    }
+
+    fn query_batch(&mut self, batch: Vec<Query>) -> BoxFuture<'_, Vec<Result<Vec<Row>>>> {
+        let n = batch.len();
+        let call = self.call(|r| Command::QueryBatch(batch, r));
+        Box::pin(async move {
+            match call.await {
+                Ok(results) => results,
+                Err(e) => (0..n).map(|_| Err(e.duplicate())).collect(),
+            }
+        })
     }
 
     fn open_rows(&mut self, sql: &str, params: Vec<Value>) -> Box<dyn RowSource> {
@@ -488,6 +500,23 @@ fn worker(
             Command::Query(sql, params, limit, reply) => {
                 let result = query(&conn, &mut shapes, &sql, &params, limit.unwrap_or(usize::MAX));
                 finish(&conn, state, reply, result);
+            }
+            Command::QueryBatch(batch, reply) => {
+                // One visit to this thread for the lot; each query keeps its
+                // own statement timeout.
+                let mut results = Vec::with_capacity(batch.len());
+                for q in &batch {
+                    state.arm();
+                    let result = query(
+                        &conn,
+                        &mut shapes,
+                        &q.sql,
+                        &q.params,
+                        q.limit.unwrap_or(usize::MAX),
+                    );
+                    results.push(state.disarm(result));
+                }
+                finish(&conn, state, reply, Ok(results));
             }
             Command::Simple(sql, reply) => {
                 let result = conn.execute_batch(&sql).map_err(map_error);

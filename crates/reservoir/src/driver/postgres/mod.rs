@@ -24,7 +24,7 @@ use error::{describe, map_error};
 use rows::{PgCursor, PgRows};
 use types::{Prepared, as_refs, binds, columns_of, read_row, typed};
 
-use super::{Driver, DriverOptions, RawConnection, RowSource};
+use super::{Driver, DriverOptions, Query, RawConnection, RowSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::{BoxFuture, Interrupt};
 use crate::row::Row;
@@ -226,11 +226,16 @@ impl PgConnection {
         Ok(())
     }
 
-    /// Runs queued statements, then says how to send `sql`: prepared (from
-    /// the cache when it can, with the parameter count of every set checked
-    /// against it) or, with the cache off, unnamed.
+    /// Runs queued statements, then says how to send `sql` (see `target`).
     async fn ready<'s>(&mut self, sql: &'s str, sets: &[&[Value]]) -> Result<Target<'s>> {
         self.flush_queued().await?;
+        self.target(sql, sets).await
+    }
+
+    /// How to send `sql`: prepared (from the cache when it can, with the
+    /// parameter count of every set checked against it) or, with the cache
+    /// off, unnamed.
+    async fn target<'s>(&mut self, sql: &'s str, sets: &[&[Value]]) -> Result<Target<'s>> {
         let Some(cache) = &mut self.cache else {
             return Ok(Target::Unnamed(sql));
         };
@@ -340,29 +345,34 @@ impl RawConnection for PgConnection {
         Box::pin(async move {
             let mut op = InFlight::new(&self.dirty);
             let target = self.ready(sql, &[&params]).await?;
-            let b = binds(&params);
-            // The whole answer is read even when fewer rows are wanted, which
-            // keeps the protocol in step without a cancel.
-            let rows = match &target {
-                Target::Prepared(p) => self.client.query(&p.stmt, &as_refs(&b)).await,
-                Target::Unnamed(sql) => self.client.query_typed(sql, &typed(&b)).await,
-            }
-            .map_err(map_error)?;
-            let columns = match target {
-                Target::Prepared(p) => p.columns,
-                Target::Unnamed(_) => rows
-                    .first()
-                    .map_or_else(|| Arc::from([]), |r| columns_of(r.columns())),
-            };
-            let take = limit.unwrap_or(usize::MAX);
-            let out = rows
-                .iter()
-                .take(take)
-                .map(|r| read_row(r, &columns))
-                .collect::<Result<Vec<_>>>()?;
+            let out = query_rows(&self.client, &target, &params, limit).await?;
             self.note_transaction(sql);
             op.finished = true;
             Ok(out)
+        })
+    }
+
+    fn query_batch(&mut self, batch: Vec<Query>) -> BoxFuture<'_, Vec<Result<Vec<Row>>>> {
+        Box::pin(async move {
+            let mut op = InFlight::new(&self.dirty);
+            if let Err(e) = self.flush_queued().await {
+                return batch.iter().map(|_| Err(e.duplicate())).collect();
+            }
+            let mut targets = Vec::with_capacity(batch.len());
+            for q in &batch {
+                targets.push(self.target(&q.sql, &[&q.params]).await);
+            }
+            // Every request is written before the first answer is read.
+            let client = &self.client;
+            let runs = batch.iter().zip(&targets).map(|(q, target)| async move {
+                match target {
+                    Ok(target) => query_rows(client, target, &q.params, q.limit).await,
+                    Err(e) => Err(e.duplicate()),
+                }
+            });
+            let out = futures_util::future::join_all(runs).await;
+            op.finished = true;
+            out
         })
     }
 
@@ -503,6 +513,33 @@ async fn pipelined(client: &Client, target: &Target<'_>, sets: &[Vec<Value>]) ->
         total += n?;
     }
     Ok(total)
+}
+
+/// Runs a query and keeps at most `limit` rows. The whole answer is read
+/// even when fewer rows are wanted, which keeps the protocol in step
+/// without a cancel.
+async fn query_rows(
+    client: &Client,
+    target: &Target<'_>,
+    params: &[Value],
+    limit: Option<usize>,
+) -> Result<Vec<Row>> {
+    let b = binds(params);
+    let rows = match target {
+        Target::Prepared(p) => client.query(&p.stmt, &as_refs(&b)).await,
+        Target::Unnamed(sql) => client.query_typed(sql, &typed(&b)).await,
+    }
+    .map_err(map_error)?;
+    let columns = match target {
+        Target::Prepared(p) => Arc::clone(&p.columns),
+        Target::Unnamed(_) => rows
+            .first()
+            .map_or_else(|| Arc::from([]), |r| columns_of(r.columns())),
+    };
+    rows.iter()
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|r| read_row(r, &columns))
+        .collect()
 }
 
 async fn execute_one(client: &Client, target: &Target<'_>, params: &[Value]) -> Result<u64> {

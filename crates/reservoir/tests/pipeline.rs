@@ -1,0 +1,182 @@
+//! `pipeline_reads`: connectionless reads under load share the connections
+//! other such reads hold, on every dialect.
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use common::{Db, fresh_table};
+use reservoir::{Engine, ErrorKind, params};
+
+per_dialect!(
+    every_caller_gets_its_own_rows_with_few_checkouts,
+    a_failing_read_fails_alone,
+    reads_in_a_transaction_stay_on_its_connection,
+    the_backlog_bound_applies_to_queued_reads,
+    dropped_reads_leave_the_engine_healthy,
+);
+
+/// Two connections, pipelining on, no backlog bound (tested on its own).
+async fn busy_engine(db: &Db) -> Engine {
+    db.builder()
+        .pool_size(2)
+        .max_overflow(0)
+        .max_waiting(None)
+        .pipeline_reads(true)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// `tasks` tasks each running `reads` point reads; checks every answer.
+async fn read_storm(db: &Db, engine: &Engine, tasks: i64, reads: i64) {
+    let sql = format!("SELECT {} * 2", db.typed("n", "BIGINT"));
+    let workers: Vec<_> = (0..tasks)
+        .map(|task| {
+            let engine = engine.clone();
+            let sql = sql.clone();
+            tokio::spawn(async move {
+                for i in 0..reads {
+                    let n = task * 1000 + i;
+                    let doubled: i64 = engine.fetch_scalar(&sql, params! {"n" => n}).await.unwrap();
+                    assert_eq!(doubled, n * 2);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+}
+
+async fn every_caller_gets_its_own_rows_with_few_checkouts(db: Db) {
+    let engine = busy_engine(&db).await;
+    let before = engine.stats().acquired;
+    read_storm(&db, &engine, 40, 25).await;
+    let checkouts = engine.stats().acquired - before;
+    // 1,000 reads: carriers serve many per checkout.
+    assert!(checkouts < 500, "{checkouts} checkouts for 1000 reads");
+    // Carriers give their connections back when the queue is empty.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(engine.status().in_use, 0);
+}
+
+async fn a_failing_read_fails_alone(db: Db) {
+    let engine = busy_engine(&db).await;
+    let good = format!("SELECT {}", db.typed("n", "BIGINT"));
+    let tasks: Vec<_> = (0..60i64)
+        .map(|n| {
+            let engine = engine.clone();
+            let good = good.clone();
+            tokio::spawn(async move {
+                if n % 3 == 0 {
+                    let err = engine
+                        .fetch_one("SELECT no_such_column FROM no_such_table", ())
+                        .await
+                        .unwrap_err();
+                    assert!(matches!(err.kind(), ErrorKind::Database { .. }), "{err:?}");
+                } else {
+                    let v: i64 = engine.fetch_scalar(&good, params! {"n" => n}).await.unwrap();
+                    assert_eq!(v, n);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+async fn reads_in_a_transaction_stay_on_its_connection(db: Db) {
+    let engine = busy_engine(&db).await;
+    let t = fresh_table(&db, &engine, "pipe_tx", "id INTEGER PRIMARY KEY").await;
+    // Both connections busy: one by the transaction, one by a read storm.
+    let storm = {
+        let engine = engine.clone();
+        tokio::spawn(async move { read_storm(&db, &engine, 8, 50).await })
+    };
+    let tx = engine.begin().await.unwrap();
+    engine
+        .execute(&format!("INSERT INTO {t} (id) VALUES (1)"), ())
+        .await
+        .unwrap();
+    let seen: i64 = engine
+        .fetch_scalar(&format!("SELECT COUNT(*) FROM {t}"), ())
+        .await
+        .unwrap();
+    assert_eq!(seen, 1, "the read joined the transaction");
+    tx.rollback().await.unwrap();
+    storm.await.unwrap();
+    let after: i64 = engine
+        .fetch_scalar(&format!("SELECT COUNT(*) FROM {t}"), ())
+        .await
+        .unwrap();
+    assert_eq!(after, 0);
+}
+
+async fn the_backlog_bound_applies_to_queued_reads(db: Db) {
+    let engine = db
+        .builder()
+        .pool_size(1)
+        .max_overflow(0)
+        .max_waiting(Some(5))
+        .pipeline_reads(true)
+        .build()
+        .await
+        .unwrap();
+    // Hold the only connection: reads queue for a carrier.
+    let held = engine.acquire().await.unwrap();
+    let reads: Vec<_> = (0..20)
+        .map(|_| {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.fetch_scalar::<i64>("SELECT 7", ()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(held);
+    let mut served = 0;
+    let mut rejected = 0;
+    for read in reads {
+        match read.await.unwrap() {
+            Ok(7) => served += 1,
+            Err(e) if e.kind() == &ErrorKind::PoolOverloaded => rejected += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((served, rejected), (5, 15));
+}
+
+async fn dropped_reads_leave_the_engine_healthy(db: Db) {
+    let engine = busy_engine(&db).await;
+    let slow = match db.dialect {
+        reservoir::Dialect::Postgres => "SELECT pg_sleep(0.02), 1",
+        _ => {
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000) SELECT count(*) FROM c"
+        }
+    };
+    let tasks: Vec<_> = (0..30u64)
+        .map(|i| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let read = engine.fetch_all(slow, ());
+                let _ = tokio::time::timeout(Duration::from_millis(i % 7), read).await;
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    read_storm(&db, &engine, 10, 10).await;
+    // Abandoned statements are cancelled before their connection is reused
+    // (behind PgBouncer the cancel waits for a server connection of its own).
+    let started = std::time::Instant::now();
+    while engine.status().in_use > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            engine.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
