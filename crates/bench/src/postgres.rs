@@ -218,10 +218,19 @@ where
     S: futures_util::Stream<Item = Result<T, E>>,
     E: std::fmt::Debug,
 {
+    drain_with(stream, |row| row).await
+}
+
+/// [`drain`], passing each row through `read` (to decode its columns).
+async fn drain_with<S, T, E, U>(stream: S, mut read: impl FnMut(T) -> U) -> u64
+where
+    S: futures_util::Stream<Item = Result<T, E>>,
+    E: std::fmt::Debug,
+{
     let mut stream = std::pin::pin!(stream);
     let mut n = 0;
     while let Some(row) = stream.next().await {
-        std::hint::black_box(row.expect("row"));
+        std::hint::black_box(read(row.expect("row")));
         n += 1;
         sample_rss(n);
     }
@@ -256,16 +265,38 @@ async fn streaming() -> (Vec<Row>, Vec<Row>) {
         drain(conn.fetch(STREAM, ())).await
     })
     .await;
+    let ours_read = stream_run(async {
+        let mut conn = engine.acquire().await.expect("acquire");
+        drain_with(conn.fetch(STREAM, ()), |r| {
+            let row = (
+                r.get::<i32>(0),
+                r.get::<i32>(1),
+                r.get::<i32>(2),
+                r.get::<String>(3),
+            );
+            assert!(row.3.is_ok());
+            row
+        })
+        .await
+    })
+    .await;
     let (client, conn) = tokio_postgres::connect(URL, tokio_postgres::NoTls)
         .await
         .expect("connect");
     tokio::spawn(conn);
-    let raw = stream_run(async {
-        let stream = client
+    let query_raw = || async {
+        client
             .query_raw(STREAM, std::iter::empty::<i32>())
             .await
-            .expect("query_raw");
-        drain(stream).await
+            .expect("query_raw")
+    };
+    let raw = stream_run(async { drain(query_raw().await).await }).await;
+    let raw_read = stream_run(async {
+        drain_with(query_raw().await, |r| {
+            let row: (i32, i32, i32, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
+            row
+        })
+        .await
     })
     .await;
     let pool = sqlx::postgres::PgPoolOptions::new()
@@ -274,12 +305,26 @@ async fn streaming() -> (Vec<Row>, Vec<Row>) {
         .await
         .expect("sqlx");
     let sqlx_rate = stream_run(async { drain(sqlx::query(STREAM).fetch(&pool)).await }).await;
+    let sqlx_read = stream_run(async {
+        use sqlx::Row as _;
+        drain_with(sqlx::query(STREAM).fetch(&pool), |r| {
+            let row: (i32, i32, i32, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
+            row
+        })
+        .await
+    })
+    .await;
     engine.close().await;
     (
-        vec![named("reservoir conn.fetch() stream", ours)],
         vec![
-            named("tokio-postgres query_raw", raw),
-            named("sqlx 0.9 fetch", sqlx_rate),
+            named("reservoir conn.fetch() stream (rows arrive decoded)", ours),
+            named("reservoir conn.fetch(), each column read", ours_read),
+        ],
+        vec![
+            named("tokio-postgres query_raw (rows not decoded)", raw),
+            named("tokio-postgres query_raw, each column read", raw_read),
+            named("sqlx 0.9 fetch (rows not decoded)", sqlx_rate),
+            named("sqlx 0.9 fetch, each column read", sqlx_read),
         ],
     )
 }

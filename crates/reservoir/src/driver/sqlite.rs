@@ -502,19 +502,20 @@ fn worker(
                 finish(&conn, state, reply, result);
             }
             Command::QueryBatch(batch, reply) => {
-                // One visit to this thread for the lot; each query keeps its
-                // own statement timeout.
+                // One visit to this thread for the lot, in one read
+                // transaction: one snapshot and one round of file locking
+                // instead of one per query (the reads arrived together, so
+                // one snapshot is what running them at once would see).
+                let own = batch.len() > 1 && conn.is_autocommit() && conn.execute_batch("BEGIN").is_ok();
                 let mut results = Vec::with_capacity(batch.len());
                 for q in &batch {
                     state.arm();
-                    let result = query(
-                        &conn,
-                        &mut shapes,
-                        &q.sql,
-                        &q.params,
-                        q.limit.unwrap_or(usize::MAX),
-                    );
+                    let limit = q.limit.unwrap_or(usize::MAX);
+                    let result = query(&conn, &mut shapes, &q.sql, &q.params, limit);
                     results.push(state.disarm(result));
+                }
+                if own && conn.execute_batch("COMMIT").is_err() {
+                    let _ = conn.execute_batch("ROLLBACK");
                 }
                 finish(&conn, state, reply, Ok(results));
             }
