@@ -30,6 +30,9 @@ use crate::row::Row;
 /// Reads sent in one batch at most.
 const BATCH: usize = 64;
 
+/// Times an idle carrier yields for new reads before it leaves.
+const LINGER: usize = 2;
+
 /// The queue of reads and the count of carriers serving it.
 #[derive(Default)]
 pub(crate) struct Pipeline {
@@ -103,9 +106,9 @@ impl Pipeline {
         answer.unwrap_or_else(|_| Err(Error::pool_closed()))
     }
 
-    /// Up to `BATCH` reads whose callers still wait; none means the queue is
-    /// empty, and the carrier asking is then no longer counted.
-    fn next_batch(&self) -> Vec<Job> {
+    /// Up to `BATCH` reads whose callers still wait. None means the queue is
+    /// empty; with `leave`, the carrier asking is then no longer counted.
+    fn next_batch(&self, leave: bool) -> Vec<Job> {
         let mut st = self.lock();
         let mut batch = Vec::new();
         while batch.len() < BATCH {
@@ -115,7 +118,7 @@ impl Pipeline {
                 None => break,
             }
         }
-        if batch.is_empty() {
+        if batch.is_empty() && leave {
             st.carriers -= 1;
         }
         batch
@@ -149,9 +152,21 @@ async fn carry(engine: Arc<EngineInner>) {
             Err(e) => return pipeline.leave(&e),
         };
         loop {
-            let batch = pipeline.next_batch();
+            let mut batch = pipeline.next_batch(false);
+            for _ in 0..LINGER {
+                if !batch.is_empty() {
+                    break;
+                }
+                // The readers just answered usually ask again at once: give
+                // them a turn before handing the connection back.
+                tokio::task::yield_now().await;
+                batch = pipeline.next_batch(false);
+            }
             if batch.is_empty() {
-                return;
+                batch = pipeline.next_batch(true);
+                if batch.is_empty() {
+                    return;
+                }
             }
             let (queries, replies): (Vec<Query>, Vec<_>) =
                 batch.into_iter().map(|j| (j.query, j.reply)).unzip();
