@@ -22,7 +22,7 @@ mod types;
 use cancel::PgCancel;
 use error::{describe, map_error};
 use rows::{PgCursor, PgRows};
-use types::{Prepared, as_refs, binds, columns_of, read_row, typed};
+use types::{Prepared, Shape, as_refs, binds, read_row, typed};
 
 use super::{Driver, DriverOptions, Query, RawConnection, RowSource};
 use crate::error::{Error, ErrorKind, Result};
@@ -530,15 +530,13 @@ async fn query_rows(
         Target::Unnamed(sql) => client.query_typed(sql, &typed(&b)).await,
     }
     .map_err(map_error)?;
-    let columns = match target {
-        Target::Prepared(p) => Arc::clone(&p.columns),
-        Target::Unnamed(_) => rows
-            .first()
-            .map_or_else(|| Arc::from([]), |r| columns_of(r.columns())),
+    let shape = match target {
+        Target::Prepared(p) => p.shape.clone(),
+        Target::Unnamed(_) => rows.first().map_or_else(Shape::empty, |r| Shape::of(r.columns())),
     };
     rows.iter()
         .take(limit.unwrap_or(usize::MAX))
-        .map(|r| read_row(r, &columns))
+        .map(|r| read_row(r, &shape))
         .collect()
 }
 

@@ -8,12 +8,12 @@ use futures_util::StreamExt;
 use tokio_postgres::Client;
 
 use super::error::map_error;
-use super::types::{as_refs, binds, columns_of, read_row, typed};
+use super::types::{Shape, as_refs, binds, read_row, typed};
 use super::{InFlight, check_count};
 use crate::driver::RowSource;
 use crate::error::Result;
 use crate::pool::BoxFuture;
-use crate::row::{Column, Row};
+use crate::row::Row;
 use crate::value::Value;
 
 // ---- streaming through a portal -----------------------------------------
@@ -29,7 +29,7 @@ enum PortalState {
     Streaming {
         rows: std::pin::Pin<Box<tokio_postgres::RowStream>>,
         /// From the prepared statement, or (unnamed) from the first row.
-        columns: Option<Arc<[Column]>>,
+        shape: Option<Shape>,
     },
     Done,
 }
@@ -76,18 +76,18 @@ impl PgRows {
                 let _ = client.batch_execute(&q).await;
             }
             let b = binds(params);
-            let (rows, columns) = if *unnamed {
+            let (rows, shape) = if *unnamed {
                 let rows = client.query_typed_raw(sql, typed(&b)).await;
                 (rows.map_err(map_error)?, None)
             } else {
                 let stmt = client.prepare(sql).await.map_err(map_error)?;
                 check_count(&stmt, params)?;
                 let rows = client.query_raw(&stmt, as_refs(&b)).await.map_err(map_error)?;
-                (rows, Some(columns_of(stmt.columns())))
+                (rows, Some(Shape::of(stmt.columns())))
             };
             *state = PortalState::Streaming {
                 rows: Box::pin(rows),
-                columns,
+                shape,
             };
         }
         Ok(())
@@ -113,15 +113,15 @@ impl PgRows {
         Self::start(state).await?;
         let mut out = Vec::with_capacity(if keep { n.min(1024) as usize } else { 0 });
         let mut seen = 0;
-        if let PortalState::Streaming { rows, columns } = state {
+        if let PortalState::Streaming { rows, shape } = state {
             while seen < n {
                 match rows.next().await {
                     Some(row) => {
                         let row = row.map_err(map_error)?;
                         seen += 1;
                         if keep {
-                            let columns = columns.get_or_insert_with(|| columns_of(row.columns()));
-                            out.push(read_row(&row, columns)?);
+                            let shape = shape.get_or_insert_with(|| Shape::of(row.columns()));
+                            out.push(read_row(&row, shape)?);
                         }
                     }
                     None => {
@@ -183,8 +183,8 @@ impl RowSource for PgCursor {
             let Some(first) = rows.first() else {
                 return Ok(Vec::new());
             };
-            let columns = columns_of(first.columns());
-            rows.iter().map(|r| read_row(r, &columns)).collect()
+            let shape = Shape::of(first.columns());
+            rows.iter().map(|r| read_row(r, &shape)).collect()
         })
     }
 

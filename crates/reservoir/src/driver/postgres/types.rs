@@ -13,13 +13,13 @@ use crate::value::{FromValue, Value};
 #[derive(Clone)]
 pub(super) struct Prepared {
     pub(super) stmt: Statement,
-    pub(super) columns: Arc<[Column]>,
+    pub(super) shape: Shape,
 }
 
 impl Prepared {
     pub(super) fn new(stmt: Statement) -> Self {
-        let columns = columns_of(stmt.columns());
-        Prepared { stmt, columns }
+        let shape = Shape::of(stmt.columns());
+        Prepared { stmt, shape }
     }
 }
 
@@ -112,58 +112,124 @@ fn is_binary(ty: &Type) -> bool {
 
 // ---- values --------------------------------------------------------------
 
-pub(super) fn columns_of(columns: &[tokio_postgres::Column]) -> Arc<[Column]> {
-    columns
-        .iter()
-        .map(|c| Column::new(c.name(), Some(c.type_().name().to_string())))
-        .collect()
+/// A result's columns and how to read each, worked out once per result
+/// (per prepared statement) rather than per value.
+#[derive(Clone)]
+pub(super) struct Shape {
+    pub(super) columns: Arc<[Column]>,
+    decoders: Arc<[Decoder]>,
 }
 
-pub(super) fn read_row(row: &tokio_postgres::Row, columns: &Arc<[Column]>) -> Result<Row> {
-    let mut values = Vec::with_capacity(row.len());
-    for (i, column) in row.columns().iter().enumerate() {
-        values.push(read_value(row, i, column.type_()).map_err(|e| {
-            Error::new(
-                ErrorKind::Decode,
-                format!("column '{}' of type {}: {e}", column.name(), column.type_()),
-            )
-        })?);
+impl Shape {
+    pub(super) fn of(columns: &[tokio_postgres::Column]) -> Shape {
+        Shape {
+            columns: columns
+                .iter()
+                .map(|c| Column::new(c.name(), Some(c.type_().name().to_string())))
+                .collect(),
+            decoders: columns.iter().map(|c| Decoder::of(c.type_())).collect(),
+        }
     }
-    Ok(Row::new(Arc::clone(columns), values))
+
+    /// The shape of rows that never came (an empty result).
+    pub(super) fn empty() -> Shape {
+        Shape::of(&[])
+    }
 }
 
-fn read_value(
-    row: &tokio_postgres::Row,
-    i: usize,
-    ty: &Type,
-) -> std::result::Result<Value, tokio_postgres::Error> {
-    fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
-        row: &'a tokio_postgres::Row,
-        i: usize,
-        wrap: impl FnOnce(T) -> Value,
-    ) -> std::result::Result<Value, tokio_postgres::Error> {
-        Ok(row.try_get::<_, Option<T>>(i)?.map_or(Value::Null, wrap))
+pub(super) fn read_row(row: &tokio_postgres::Row, shape: &Shape) -> Result<Row> {
+    let mut values = Vec::with_capacity(shape.decoders.len());
+    for (i, decoder) in shape.decoders.iter().enumerate() {
+        match decoder.read(row, i) {
+            Ok(value) => values.push(value),
+            Err(e) => {
+                let ty = row.columns()[i].type_();
+                return Err(Error::new(
+                    ErrorKind::Decode,
+                    format!("column '{}' of type {ty}: {e}", shape.columns[i].name()),
+                ));
+            }
+        }
     }
-    match *ty {
-        Type::BOOL => get(row, i, Value::Bool),
-        Type::INT2 => get(row, i, Value::I16),
-        Type::INT4 => get(row, i, Value::I32),
-        Type::INT8 => get(row, i, Value::I64),
-        Type::OID => get(row, i, |v: u32| Value::I64(v.into())),
-        Type::FLOAT4 => get(row, i, Value::F32),
-        Type::FLOAT8 => get(row, i, Value::F64),
-        Type::NUMERIC => get(row, i, Value::Decimal),
-        Type::BYTEA => get(row, i, Value::Bytes),
-        Type::DATE => get(row, i, Value::Date),
-        Type::TIME => get(row, i, Value::Time),
-        Type::TIMESTAMP => get(row, i, Value::Timestamp),
-        Type::TIMESTAMPTZ => get(row, i, Value::TimestampTz),
-        Type::UUID => get(row, i, Value::Uuid),
-        Type::JSON | Type::JSONB => get(row, i, Value::Json),
-        _ => match ty.kind() {
-            tokio_postgres::types::Kind::Array(member) => read_array(row, i, member),
-            _ => get(row, i, Value::Text),
-        },
+    Ok(Row::new(Arc::clone(&shape.columns), values))
+}
+
+/// How one column's values are read into `Value`s.
+#[derive(Clone, Copy)]
+enum Decoder {
+    Bool,
+    I16,
+    I32,
+    I64,
+    Oid,
+    F32,
+    F64,
+    Numeric,
+    Bytes,
+    Date,
+    Time,
+    Timestamp,
+    TimestampTz,
+    Uuid,
+    Json,
+    Array,
+    /// Text, and every type without a mapping (its text form).
+    Text,
+}
+
+impl Decoder {
+    fn of(ty: &Type) -> Decoder {
+        match *ty {
+            Type::BOOL => Decoder::Bool,
+            Type::INT2 => Decoder::I16,
+            Type::INT4 => Decoder::I32,
+            Type::INT8 => Decoder::I64,
+            Type::OID => Decoder::Oid,
+            Type::FLOAT4 => Decoder::F32,
+            Type::FLOAT8 => Decoder::F64,
+            Type::NUMERIC => Decoder::Numeric,
+            Type::BYTEA => Decoder::Bytes,
+            Type::DATE => Decoder::Date,
+            Type::TIME => Decoder::Time,
+            Type::TIMESTAMP => Decoder::Timestamp,
+            Type::TIMESTAMPTZ => Decoder::TimestampTz,
+            Type::UUID => Decoder::Uuid,
+            Type::JSON | Type::JSONB => Decoder::Json,
+            _ if matches!(ty.kind(), Kind::Array(_)) => Decoder::Array,
+            _ => Decoder::Text,
+        }
+    }
+
+    fn read(self, row: &tokio_postgres::Row, i: usize) -> std::result::Result<Value, tokio_postgres::Error> {
+        fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
+            row: &'a tokio_postgres::Row,
+            i: usize,
+            wrap: impl FnOnce(T) -> Value,
+        ) -> std::result::Result<Value, tokio_postgres::Error> {
+            Ok(row.try_get::<_, Option<T>>(i)?.map_or(Value::Null, wrap))
+        }
+        match self {
+            Decoder::Bool => get(row, i, Value::Bool),
+            Decoder::I16 => get(row, i, Value::I16),
+            Decoder::I32 => get(row, i, Value::I32),
+            Decoder::I64 => get(row, i, Value::I64),
+            Decoder::Oid => get(row, i, |v: u32| Value::I64(v.into())),
+            Decoder::F32 => get(row, i, Value::F32),
+            Decoder::F64 => get(row, i, Value::F64),
+            Decoder::Numeric => get(row, i, Value::Decimal),
+            Decoder::Bytes => get(row, i, Value::Bytes),
+            Decoder::Date => get(row, i, Value::Date),
+            Decoder::Time => get(row, i, Value::Time),
+            Decoder::Timestamp => get(row, i, Value::Timestamp),
+            Decoder::TimestampTz => get(row, i, Value::TimestampTz),
+            Decoder::Uuid => get(row, i, Value::Uuid),
+            Decoder::Json => get(row, i, Value::Json),
+            Decoder::Array => match row.columns()[i].type_().kind() {
+                Kind::Array(member) => read_array(row, i, member),
+                _ => get(row, i, Value::Text),
+            },
+            Decoder::Text => get(row, i, Value::Text),
+        }
     }
 }
 
