@@ -15,6 +15,7 @@ per_dialect!(
     reads_in_a_transaction_stay_on_its_connection,
     the_backlog_bound_applies_to_queued_reads,
     dropped_reads_leave_the_engine_healthy,
+    close_ends_queued_reads,
 );
 
 /// Two connections, pipelining on, no backlog bound (tested on its own).
@@ -179,4 +180,35 @@ async fn dropped_reads_leave_the_engine_healthy(db: Db) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+async fn close_ends_queued_reads(db: Db) {
+    let engine = busy_engine(&db).await;
+    let sql = format!("SELECT {}", db.typed("n", "BIGINT"));
+    let readers: Vec<_> = (0..20i64)
+        .map(|n| {
+            let engine = engine.clone();
+            let sql = sql.clone();
+            tokio::spawn(async move {
+                loop {
+                    match engine.fetch_scalar::<i64>(&sql, params! {"n" => n}).await {
+                        Ok(v) => assert_eq!(v, n),
+                        Err(e) if e.kind() == &ErrorKind::PoolClosed => return,
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::timeout(Duration::from_secs(5), engine.close())
+        .await
+        .expect("close returns while reads are queued");
+    for reader in readers {
+        tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("every reader hears of the close")
+            .unwrap();
+    }
+    assert_eq!(engine.status().size, 0);
 }
