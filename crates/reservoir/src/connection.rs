@@ -127,8 +127,9 @@ pub(crate) fn first_row(rows: Vec<Row>) -> Result<Row> {
         .ok_or_else(|| Error::new(ErrorKind::NoRows, "the query returned no rows"))
 }
 
-/// `"name"`, with embedded quotes doubled; a dotted name quotes each part.
-fn quote_identifier(name: &str) -> Result<String> {
+/// `"name"` (or the dialect's quote), with embedded quotes doubled; a
+/// dotted name quotes each part.
+fn quote_identifier(name: &str, quote: char) -> Result<String> {
     if name.is_empty() || name.split('.').any(str::is_empty) {
         return Err(Error::new(
             ErrorKind::Param,
@@ -137,7 +138,10 @@ fn quote_identifier(name: &str) -> Result<String> {
     }
     Ok(name
         .split('.')
-        .map(|part| format!("\"{}\"", part.replace('"', "\"\"")))
+        .map(|part| {
+            let doubled = part.replace(quote, &format!("{quote}{quote}"));
+            format!("{quote}{doubled}{quote}")
+        })
         .collect::<Vec<_>>()
         .join("."))
 }
@@ -312,11 +316,12 @@ impl Connection {
         columns: &[&str],
         rows: impl IntoIterator<Item = P>,
     ) -> Result<u64> {
+        let quote = self.engine.driver.identifier_quote();
         let quoted: Vec<String> = columns
             .iter()
-            .map(|c| quote_identifier(c))
+            .map(|c| quote_identifier(c, quote))
             .collect::<Result<_>>()?;
-        let table = quote_identifier(table)?;
+        let table = quote_identifier(table, quote)?;
         let rows = rows
             .into_iter()
             .map(|p| match p.into_params() {

@@ -310,17 +310,32 @@ via_text!(NaiveTime, Time, |s: &str| s.parse().ok());
 via_text!(NaiveDateTime, Timestamp, |s: &str| TIMESTAMP_FORMATS
     .iter()
     .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok()));
-via_text!(DateTime<Utc>, TimestampTz, |s: &str| {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|d| d.with_timezone(&Utc))
-        .or_else(|| {
-            TIMESTAMP_FORMATS
-                .iter()
-                .find_map(|f| NaiveDateTime::parse_from_str(s.trim_end_matches("+00:00"), f).ok())
-                .map(|n| n.and_utc())
-        })
-});
+impl ToValue for DateTime<Utc> {
+    fn to_value(&self) -> Value {
+        Value::TimestampTz(*self)
+    }
+}
+/// Naive timestamps (text on SQLite, DATETIME on MySQL: dialects without a
+/// zoned type) are read as UTC.
+impl FromValue for DateTime<Utc> {
+    const RUST_TYPE: &'static str = "DateTime<Utc>";
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::TimestampTz(v) => Some(*v),
+            Value::Timestamp(v) => Some(v.and_utc()),
+            Value::Text(s) => DateTime::parse_from_rfc3339(s)
+                .ok()
+                .map(|d| d.with_timezone(&Utc))
+                .or_else(|| {
+                    TIMESTAMP_FORMATS
+                        .iter()
+                        .find_map(|f| NaiveDateTime::parse_from_str(s.trim_end_matches("+00:00"), f).ok())
+                        .map(|n| n.and_utc())
+                }),
+            _ => None,
+        }
+    }
+}
 
 impl ToValue for Uuid {
     fn to_value(&self) -> Value {

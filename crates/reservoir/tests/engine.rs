@@ -308,7 +308,7 @@ async fn values_round_trip(db: Db) {
     let row = engine
         .fetch_one(
             &format!(
-                "SELECT {} AS b, {} AS i, {} AS big, {} AS f, {} AS t, {} AS bytes, {} AS dec, {} AS date, \
+                "SELECT {} AS b, {} AS i, {} AS big, {} AS f, {} AS t, {} AS bytes, {} AS num, {} AS date, \
                  {} AS time, {} AS ts, {} AS tstz, {} AS uuid, {} AS json, {} AS null_col",
                 db.typed("b", "BOOLEAN"),
                 db.typed("i", "INTEGER"),
@@ -339,7 +339,7 @@ async fn values_round_trip(db: Db) {
     assert_eq!(row.get::<f64>("f").unwrap(), 1.5);
     assert_eq!(row.get::<String>("t").unwrap(), "ünïcödé 'q'");
     assert_eq!(row.get::<Vec<u8>>("bytes").unwrap(), vec![0u8, 255, 7]);
-    assert_eq!(row.get::<Decimal>("dec").unwrap(), dec);
+    assert_eq!(row.get::<Decimal>("num").unwrap(), dec);
     assert_eq!(row.get::<NaiveDate>("date").unwrap(), date);
     assert_eq!(row.get::<chrono::NaiveTime>("time").unwrap(), time);
     assert_eq!(row.get::<chrono::NaiveDateTime>("ts").unwrap(), ts);

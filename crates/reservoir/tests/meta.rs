@@ -17,13 +17,14 @@ async fn bound_statements_run_without_naming_an_engine(db: Db) {
     let engine = meta.set_bind(&db.url()).await.unwrap();
     // Mixed case: only correct quoting from the dialect's builder finds it.
     let t = format!("Mixed_{}", table_name(&db, "meta"));
+    let quoted = db.quote(&t);
     engine
-        .execute(&format!("DROP TABLE IF EXISTS \"{t}\""), ())
+        .execute(&format!("DROP TABLE IF EXISTS {quoted}"), ())
         .await
         .unwrap();
     engine
         .execute(
-            &format!("CREATE TABLE \"{t}\" (id INTEGER PRIMARY KEY, name TEXT)"),
+            &format!("CREATE TABLE {quoted} (id INTEGER PRIMARY KEY, name TEXT)"),
             (),
         )
         .await

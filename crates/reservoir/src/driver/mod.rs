@@ -2,6 +2,8 @@
 //! [`RawConnection`]s. Both traits are object safe, so a dialect is added
 //! without touching the engine; each lives behind its cargo feature.
 
+#[cfg(feature = "mysql")]
+pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]
@@ -26,6 +28,10 @@ pub trait Driver: Send + Sync + 'static {
     fn connect(&self) -> BoxFuture<'_, Result<Box<dyn RawConnection>>>;
     /// The statement that begins a transaction with `options`.
     fn begin_sql(&self, options: &crate::transaction::TxOptions) -> Result<String>;
+    /// How the dialect quotes identifiers (MySQL: a backtick).
+    fn identifier_quote(&self) -> char {
+        '"'
+    }
 }
 
 /// One open connection. One operation at a time: every method takes `&mut self`.
@@ -142,6 +148,10 @@ pub fn for_url(url: &DatabaseUrl, options: &DriverOptions) -> Result<Arc<dyn Dri
         Dialect::Sqlite => Ok(Arc::new(sqlite::SqliteDriver::new(url, options)?)),
         #[cfg(feature = "postgres")]
         Dialect::Postgres => Ok(Arc::new(postgres::PostgresDriver::new(url, options)?)),
+        #[cfg(feature = "mysql")]
+        Dialect::Mysql => Ok(Arc::new(mysql::MysqlDriver::new(url, options)?)),
+        // Reachable only in builds without every dialect.
+        #[allow(unreachable_patterns)]
         other => Err(Error::new(
             ErrorKind::Config,
             format!(

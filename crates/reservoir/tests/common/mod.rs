@@ -41,6 +41,13 @@ impl Db {
         }
     }
 
+    pub fn mysql() -> Db {
+        Db {
+            dialect: Dialect::Mysql,
+            route: Route::Direct,
+        }
+    }
+
     pub fn postgres_unnamed() -> Db {
         Db {
             route: Route::Unnamed,
@@ -81,6 +88,14 @@ impl Db {
         }
     }
 
+    /// `name` as a quoted identifier in this dialect.
+    pub fn quote(&self, name: &str) -> String {
+        match self.dialect {
+            Dialect::Mysql => format!("`{name}`"),
+            _ => format!("\"{name}\""),
+        }
+    }
+
     /// A URL for a database of this dialect that no other test uses at the
     /// same time (SQLite: a private in-memory database).
     pub fn url(&self) -> String {
@@ -101,6 +116,9 @@ impl Db {
                     #[cfg(not(feature = "postgres"))]
                     Route::PgBouncer => unreachable!("PgBouncer is tested with the postgres feature"),
                 }
+            }
+            Dialect::Mysql => {
+                std::env::var("MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
             }
             other => panic!("no test server configured for {other:?}"),
         }
@@ -127,6 +145,7 @@ impl Db {
             Dialect::Sqlite => {
                 "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
             }
+            Dialect::Mysql => "SELECT SLEEP(30)",
             _ => "SELECT pg_sleep(30)",
         }
     }
@@ -134,7 +153,14 @@ impl Db {
     /// A query producing the integers 1..=n in column `x`.
     pub fn series(&self, n: u64) -> String {
         match self.dialect {
-            Dialect::Sqlite => format!(
+            // MariaDB stops recursion after 1000 iterations by default: more
+            // rows come from a cross join of digits (in no particular order).
+            Dialect::Mysql if n > 1000 => format!(
+                "WITH RECURSIVE d(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM d WHERE x < 9) \
+                 SELECT x FROM (SELECT 1 + a.x + 10 * b.x + 100 * c.x + 1000 * e.x + 10000 * f.x + 100000 * g.x AS x \
+                 FROM d a, d b, d c, d e, d f, d g) s WHERE x <= {n}"
+            ),
+            Dialect::Sqlite | Dialect::Mysql => format!(
                 "WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < {n}) SELECT x FROM s"
             ),
             _ => format!("SELECT x FROM generate_series(1, {n}) AS x"),
@@ -145,6 +171,8 @@ impl Db {
 /// A table name no other test uses: `test` names the test, the dialect
 /// keeps per-dialect runs of one test apart on a shared server.
 pub fn table_name(db: &Db, test: &str) -> String {
+    // MySQL allows 64 characters in a name.
+    let test = &test[..test.len().min(40)];
     format!("rsv_{test}_{}", db.label())
 }
 
@@ -221,6 +249,12 @@ macro_rules! per_dialect {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 super::$case($crate::common::Db::postgres()).await;
+            }
+
+            #[cfg(feature = "mysql")]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mysql() {
+                super::$case($crate::common::Db::mysql()).await;
             }
 
             #[cfg(feature = "postgres")]
