@@ -123,6 +123,42 @@ pub trait RowSource: Send {
     fn forward(&mut self, n: u64) -> BoxFuture<'static, Result<u64>>;
 }
 
+/// Marks a connection dirty if an operation's future is dropped before it
+/// finished (set `finished` at the end); the driver then cleans up before
+/// the connection is reused.
+pub(crate) struct InFlight {
+    dirty: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) finished: bool,
+}
+
+impl InFlight {
+    pub(crate) fn new(dirty: &Arc<std::sync::atomic::AtomicBool>) -> Self {
+        InFlight {
+            dirty: Arc::clone(dirty),
+            finished: false,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.dirty.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// A URL parameter given in seconds (`connect_timeout=2.5`).
+pub(crate) fn seconds(key: &str, value: &str) -> Result<std::time::Duration> {
+    let secs: f64 = value.parse().map_err(|_| {
+        Error::new(
+            ErrorKind::Url,
+            format!("{key}={value:?} is not a number of seconds"),
+        )
+    })?;
+    Ok(std::time::Duration::from_secs_f64(secs.max(0.0)))
+}
+
 /// Settings a driver takes from the engine builder.
 #[derive(Clone, Debug)]
 pub struct DriverOptions {

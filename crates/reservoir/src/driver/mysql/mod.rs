@@ -14,7 +14,7 @@ use mysql_async::consts::StatusFlags;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Params};
 
-use super::{Driver, DriverOptions, RawConnection, RowSource};
+use super::{Driver, DriverOptions, InFlight, RawConnection, RowSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::{BoxFuture, Interrupt};
 use crate::row::Row;
@@ -44,15 +44,7 @@ impl MysqlDriver {
         let mut connect_timeout = None;
         for (key, value) in url.query() {
             match key.as_str() {
-                "connect_timeout" => {
-                    let secs: f64 = value.parse().map_err(|_| {
-                        Error::new(
-                            ErrorKind::Url,
-                            format!("connect_timeout={value:?} is not a number of seconds"),
-                        )
-                    })?;
-                    connect_timeout = Some(Duration::from_secs_f64(secs.max(0.0)));
-                }
+                "connect_timeout" => connect_timeout = Some(super::seconds(key, value)?),
                 k if crate::engine::ENGINE_KEYS.contains(&k) => {}
                 k => {
                     return Err(Error::new(
@@ -189,29 +181,6 @@ struct MyConnection {
     dirty: Arc<AtomicBool>,
     broken: Arc<AtomicBool>,
     killer: Arc<Killer>,
-}
-
-/// Marks the connection dirty if an operation's future is dropped before it finished.
-struct InFlight {
-    dirty: Arc<AtomicBool>,
-    finished: bool,
-}
-
-impl InFlight {
-    fn new(dirty: &Arc<AtomicBool>) -> Self {
-        InFlight {
-            dirty: Arc::clone(dirty),
-            finished: false,
-        }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.dirty.store(true, SeqCst);
-        }
-    }
 }
 
 fn params_of(values: &[Value]) -> Params {

@@ -1,7 +1,5 @@
 //! The connection settings a PostgreSQL URL describes, in libpq's terms.
 
-use std::time::Duration;
-
 use super::tls::{self, SslMode};
 use crate::driver::DriverOptions;
 use crate::error::{Error, ErrorKind, Result};
@@ -40,13 +38,7 @@ pub(super) fn settings(url: &DatabaseUrl, options: &DriverOptions) -> Result<Set
                 config.options(value);
             }
             "connect_timeout" => {
-                let secs: f64 = value.parse().map_err(|_| {
-                    Error::new(
-                        ErrorKind::Url,
-                        format!("connect_timeout={value:?} is not a number of seconds"),
-                    )
-                })?;
-                config.connect_timeout(Duration::from_secs_f64(secs.max(0.0)));
+                config.connect_timeout(crate::driver::seconds(key, value)?);
             }
             k if crate::engine::ENGINE_KEYS.contains(&k) => {}
             k => {

@@ -24,7 +24,7 @@ use error::{describe, map_error};
 use rows::{PgCursor, PgRows};
 use types::{Prepared, Shape, as_refs, binds, read_row, typed};
 
-use super::{Driver, DriverOptions, Query, RawConnection, RowSource};
+use super::{Driver, DriverOptions, InFlight, Query, RawConnection, RowSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::{BoxFuture, Interrupt};
 use crate::row::Row;
@@ -142,29 +142,6 @@ struct PgConnection {
     queued: Vec<String>,
     cancel: Arc<PgCancel>,
     cursors: u64,
-}
-
-/// Marks the connection dirty if an operation's future is dropped before it finished.
-pub(super) struct InFlight {
-    dirty: Arc<AtomicBool>,
-    finished: bool,
-}
-
-impl InFlight {
-    fn new(dirty: &Arc<AtomicBool>) -> Self {
-        InFlight {
-            dirty: Arc::clone(dirty),
-            finished: false,
-        }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.dirty.store(true, SeqCst);
-        }
-    }
 }
 
 /// Tracks transaction state from the statements we send: tokio-postgres does

@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use futures_util::StreamExt;
 use tokio_postgres::Client;
 
+use super::check_count;
 use super::error::map_error;
 use super::types::{Shape, as_refs, binds, read_row, typed};
-use super::{InFlight, check_count};
+use crate::driver::InFlight;
 use crate::driver::RowSource;
 use crate::error::Result;
 use crate::pool::BoxFuture;
