@@ -39,6 +39,7 @@ fn start() -> Bouncer {
     let users = dir.join("users.txt");
     std::fs::write(&users, "\"postgres\" \"\"\n").unwrap();
     let ini = dir.join("pgbouncer.ini");
+    let log = dir.join("pgbouncer.log");
     std::fs::write(
         &ini,
         format!(
@@ -56,7 +57,7 @@ fn start() -> Bouncer {
              server_tls_sslmode = disable\n\
              logfile = {log}\n",
             users = users.display(),
-            log = dir.join("pgbouncer.log").display()
+            log = log.display()
         ),
     )
     .unwrap();
@@ -83,7 +84,7 @@ fn start() -> Bouncer {
         .spawn()
         .expect("start pgbouncer");
     let _ = watchdog.stdin.as_mut().map(|s| s.flush());
-    wait_until_listening(port);
+    wait_until_listening(port, &log);
     Bouncer {
         port,
         _watchdog: watchdog,
@@ -95,17 +96,30 @@ fn is_root() -> bool {
     String::from_utf8_lossy(&out.stdout).trim() == "0"
 }
 
+/// A free port below the kernel's ephemeral range (32768 and up): a port
+/// handed out by `bind(0)` and released can be taken as the source port of
+/// an outgoing connection before PgBouncer binds it.
 fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+    let start = 20_000 + (std::process::id() % 10_000) as u16;
+    (start..30_000)
+        .chain(20_000..start)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free port for pgbouncer")
 }
 
-fn wait_until_listening(port: u16) {
+/// Waits until PgBouncer's own log says it listens on `port` and the port
+/// answers (a connect alone could reach something else).
+fn wait_until_listening(port: u16, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    let said = format!("listening on 127.0.0.1:{port}");
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(&said) && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
         assert!(
             Instant::now() < deadline,
-            "pgbouncer did not start listening on port {port}"
+            "pgbouncer did not start listening on port {port}; its log:\n{text}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
