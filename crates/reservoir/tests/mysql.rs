@@ -1,0 +1,92 @@
+//! What is specific to MySQL/MariaDB: killed connections and abandoned
+//! statements. The shared behaviour runs in engine.rs.
+#![cfg(feature = "mysql")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Db;
+use reservoir::{Engine, ErrorKind};
+
+async fn single_connection_engine() -> Engine {
+    Db::mysql()
+        .builder()
+        .pool_size(1)
+        .max_overflow(0)
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn connection_id(conn: &mut reservoir::Connection) -> i64 {
+    conn.fetch_scalar("SELECT CONNECTION_ID()", ()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_connection_is_detected_and_replaced() {
+    let engine = single_connection_engine().await;
+    let mut conn = engine.acquire().await.unwrap();
+    let id = connection_id(&mut conn).await;
+    let admin = Db::mysql().engine().await;
+    admin.execute(&format!("KILL {id}"), ()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let err = conn.fetch_scalar::<i64>("SELECT 1", ()).await.unwrap_err();
+    assert!(err.is_disconnect(), "{err:?}");
+    drop(conn);
+    let mut conn = engine.acquire().await.expect("the pool serves again");
+    assert_ne!(connection_id(&mut conn).await, id);
+    assert!(engine.stats().broken >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_statement_is_killed_and_its_connection_not_reused() {
+    let engine = single_connection_engine().await;
+    let id = {
+        let mut conn = engine.acquire().await.unwrap();
+        let id = connection_id(&mut conn).await;
+        let sleeping = conn.fetch_one("SELECT SLEEP(30)", ());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), sleeping)
+                .await
+                .is_err()
+        );
+        id
+    };
+    let started = Instant::now();
+    let mut conn = engine.acquire().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_ne!(connection_id(&mut conn).await, id, "a fresh connection");
+    let admin = Db::mysql().engine().await;
+    let still_sleeping: i64 = admin
+        .fetch_scalar(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ? AND INFO LIKE 'SELECT SLEEP%'",
+            (id,),
+        )
+        .await
+        .unwrap();
+    assert_eq!(still_sleeping, 0, "the server stopped the abandoned statement");
+}
+
+#[tokio::test]
+async fn connect_errors_carry_the_reason_and_never_the_password() {
+    let err = Engine::connect("mysql://root:hunter2@127.0.0.1:1/test")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Connect, "{err:?}");
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    let err = Engine::connect("mysql://root@127.0.0.1:3306/no_such_database_here")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Connect);
+    assert!(err.to_string().contains("no_such_database_here"), "{err}");
+    let err = Engine::connect("mysql://root@127.0.0.1:3306/test?bogus=1")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Url);
+}
