@@ -1,7 +1,10 @@
 //! Reservoir: an async SQL engine for Rust.
 //!
 //! - [`Engine`]: a dialect chosen by URL (`sqlite:` is the embedded
-//!   default) owning a pool; connectionless execution on the engine itself.
+//!   default; `postgres:` and `mysql:`/`mariadb:` behind the cargo features
+//!   of those names, all on by default) owning a pool; connectionless
+//!   execution on the engine itself, optionally pipelined under load
+//!   (`pipeline_reads`).
 //! - [`Connection`], [`Transaction`] (savepoints when nested), [`RowStream`]
 //!   and [`Cursor`]: explicit execution, asyncpg style.
 //! - [`pool`]: a generic, SQL-free async connection pool with SQLAlchemy's
