@@ -2,10 +2,12 @@
 //! process, on a 2-worker tokio runtime. Not a test; run it in release mode:
 //!
 //! ```text
-//! cargo run --release -p reservoir-bench -- pool sqlite postgres
+//! cargo run --release -p reservoir-bench -- pool sqlite postgres mysql
 //! ```
 
 mod harness;
+mod mysql;
+mod ours;
 mod pool;
 mod postgres;
 mod sqlite;
@@ -27,5 +29,8 @@ fn main() {
     }
     if wants("postgres") {
         postgres::run();
+    }
+    if wants("mysql") {
+        mysql::run();
     }
 }

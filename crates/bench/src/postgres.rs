@@ -415,49 +415,9 @@ async fn warm_up() {
         .expect("warm-up");
 }
 
-/// A Reservoir engine over `CONNECTIONS` connections, no backlog bound.
-async fn bench_engine(pipeline_reads: bool) -> Engine {
-    Engine::builder(URL)
-        .pool_size(CONNECTIONS)
-        .max_overflow(0)
-        .max_waiting(None)
-        .pipeline_reads(pipeline_reads)
-        .build()
-        .await
-        .expect("reservoir engine")
-}
-
-/// Connectionless point selects from `TASKS` tasks.
-async fn connectionless_rate(engine: &Engine) -> f64 {
-    let e = engine.clone();
-    throughput(TASKS, move || {
-        let engine = e.clone();
-        async move {
-            let row = engine.fetch_one(SELECT, (next_aid(),)).await.expect("select");
-            std::hint::black_box(row);
-        }
-    })
-    .await
-}
-
 async fn point_selects() -> (Vec<Row>, Vec<Row>) {
     warm_up().await;
-    let engine = bench_engine(false).await;
-    let connectionless = connectionless_rate(&engine).await;
-    let e = engine.clone();
-    let checkout = throughput(TASKS, move || {
-        let engine = e.clone();
-        async move {
-            let mut conn = engine.acquire().await.expect("acquire");
-            let row = conn.fetch_one(SELECT, (next_aid(),)).await.expect("select");
-            std::hint::black_box(row);
-        }
-    })
-    .await;
-    engine.close().await;
-    let engine = bench_engine(true).await;
-    let pipelined = connectionless_rate(&engine).await;
-    engine.close().await;
+    let ours = crate::ours::point_selects(URL, CONNECTIONS, TASKS, SELECT, next_aid).await;
 
     let mut cfg = deadpool_postgres::Config::new();
     cfg.url = Some(URL.into());
@@ -533,20 +493,7 @@ async fn point_selects() -> (Vec<Row>, Vec<Row>) {
     .await;
 
     (
-        vec![
-            Row {
-                name: "reservoir engine.fetch_one (connectionless)",
-                rate: connectionless,
-            },
-            Row {
-                name: "reservoir acquire + conn.fetch_one",
-                rate: checkout,
-            },
-            Row {
-                name: "reservoir engine.fetch_one, pipeline_reads",
-                rate: pipelined,
-            },
-        ],
+        ours,
         vec![
             Row {
                 name: "deadpool-postgres 0.14 (prepare_cached)",
