@@ -221,8 +221,10 @@ impl MyConnection {
     /// Locks the connection for one operation and runs the queued
     /// statements first.
     async fn lock(&mut self) -> Result<(InFlight, tokio::sync::OwnedMutexGuard<Conn>)> {
-        let op = InFlight::new(&self.dirty);
+        // Waiting for the lock (a stream may hold it) sends nothing: a
+        // future dropped there leaves the connection clean.
         let mut conn = Arc::clone(&self.conn).lock_owned().await;
+        let op = InFlight::new(&self.dirty);
         for sql in std::mem::take(&mut self.queued) {
             if let Err(error) = conn.query_drop(&sql).await {
                 if breaks_connection(&error) {
