@@ -1,14 +1,17 @@
 //! Placeholder scanning: `:name` parameters rewritten to the database's own
 //! style, skipping string literals, quoted identifiers, comments, `::` casts
-//! and dollar-quoted bodies. `\:` stands for a literal colon.
+//! and dollar-quoted bodies. `\:` stands for a literal colon. In MySQL's
+//! strings a backslash escapes the next character, as MySQL reads them.
 
 use crate::error::{Error, ErrorKind, Result};
 
 /// How a database writes positional placeholders.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placeholder {
-    /// `?` (SQLite, MySQL): one per occurrence.
+    /// `?` (SQLite): one per occurrence.
     Question,
+    /// `?` with MySQL's string syntax, where `\'` does not end a string.
+    QuestionBackslash,
     /// `$1`, `$2` (PostgreSQL): one per distinct name.
     Dollar,
 }
@@ -49,7 +52,9 @@ pub fn rewrite_named(sql: &str, style: Placeholder) -> Result<Rewritten> {
         let next = chars.get(i + 1).map(|&(_, c)| c);
         match c {
             '\'' | '"' | '`' => {
-                let end = closing_quote(&chars, i, c);
+                // MySQL reads backslash escapes in strings, not in `identifiers`.
+                let backslash = style == Placeholder::QuestionBackslash && c != '`';
+                let end = closing_quote(&chars, i, c, backslash);
                 out.push_str(&sql[at..byte_at(sql, &chars, end)]);
                 i = end;
             }
@@ -93,7 +98,7 @@ pub fn rewrite_named(sql: &str, style: Placeholder) -> Result<Rewritten> {
                     .map_or(chars.len(), |p| start + p);
                 let name = &sql[chars[start].0..byte_at(sql, &chars, end)];
                 match style {
-                    Placeholder::Question => {
+                    Placeholder::Question | Placeholder::QuestionBackslash => {
                         out.push('?');
                         names.push(name.to_string());
                     }
@@ -124,11 +129,16 @@ fn byte_at(sql: &str, chars: &[(usize, char)], i: usize) -> usize {
     chars.get(i).map_or(sql.len(), |&(b, _)| b)
 }
 
-/// Index just past the quote closing the one at `i`; a doubled quote is an
-/// escape. An unclosed quote runs to the end (the database reports it).
-fn closing_quote(chars: &[(usize, char)], i: usize, q: char) -> usize {
+/// Index just past the quote closing the one at `i`; a doubled quote (and,
+/// with `backslash`, a backslash) escapes. An unclosed quote runs to the end
+/// (the database reports it).
+fn closing_quote(chars: &[(usize, char)], i: usize, q: char, backslash: bool) -> usize {
     let mut j = i + 1;
     while j < chars.len() {
+        if backslash && chars[j].1 == '\\' {
+            j += 2;
+            continue;
+        }
         if chars[j].1 == q {
             if chars.get(j + 1).is_some_and(|&(_, c)| c == q) {
                 j += 2;
@@ -198,6 +208,18 @@ pub(crate) fn is_plain_read(sql: &str) -> bool {
 mod tests {
     use super::*;
     use Placeholder::{Dollar, Question};
+
+    #[test]
+    fn mysql_strings_take_backslash_escapes() {
+        let sql = r"SELECT 'it\'s :not', `a\`, :yes, 'x'':no'";
+        let mysql = rewrite_named(sql, Placeholder::QuestionBackslash).unwrap();
+        assert_eq!(mysql.sql, r"SELECT 'it\'s :not', `a\`, ?, 'x'':no'");
+        assert_eq!(mysql.names, ["yes"]);
+        // Standard SQL: the backslash is a plain character, so the string
+        // ends at the quote after it.
+        let standard = rewrite_named(r"SELECT 'a\', :yes", Placeholder::Question).unwrap();
+        assert_eq!(standard.sql, r"SELECT 'a\', ?");
+    }
 
     #[test]
     fn plain_reads_are_told_by_their_first_word() {

@@ -90,3 +90,17 @@ async fn connect_errors_carry_the_reason_and_never_the_password() {
         .unwrap_err();
     assert_eq!(err.kind(), &ErrorKind::Url);
 }
+
+#[tokio::test]
+async fn named_parameters_skip_backslash_escaped_strings() {
+    let engine = Db::mysql().engine().await;
+    let row = engine
+        .fetch_one(
+            r"SELECT 'it\'s :not a parameter' AS s, :n AS n",
+            reservoir::params! {"n" => 7},
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<String>("s").unwrap(), "it's :not a parameter");
+    assert_eq!(row.get::<i64>("n").unwrap(), 7);
+}

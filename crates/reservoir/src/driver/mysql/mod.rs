@@ -96,7 +96,7 @@ impl Driver for MysqlDriver {
     }
 
     fn placeholder(&self) -> Placeholder {
-        Placeholder::Question
+        Placeholder::QuestionBackslash
     }
 
     fn identifier_quote(&self) -> char {
