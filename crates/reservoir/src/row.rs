@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::value::{FromValue, Value, mismatch, to_json};
+use crate::value::{FromValue, Value, mismatch, mismatch_of, to_json};
 
 /// A result column.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +51,23 @@ impl ColumnIndex for &str {
     }
 }
 
+/// A driver's row whose values are decoded on first access (PostgreSQL:
+/// rows streamed but never read cost no decoding).
+pub(crate) trait RawRow: Send + Sync {
+    /// Column `i` as a `Value`. Infallible: a driver checks at the start of
+    /// a result that it can decode every column's type.
+    fn value(&self, i: usize) -> Value;
+}
+
+#[derive(Clone)]
+enum Cells {
+    Values(Vec<Value>),
+    Lazy {
+        raw: Arc<dyn RawRow>,
+        decoded: std::sync::OnceLock<Vec<Value>>,
+    },
+}
+
 /// One row of a result. Columns are shared by every row of the result.
 ///
 /// ```
@@ -61,54 +78,103 @@ impl ColumnIndex for &str {
 /// assert_eq!(row.get::<String>(1)?, "ann");
 /// # Ok(()) }
 /// ```
-#[derive(Clone, PartialEq)]
+#[derive(Clone)]
 pub struct Row {
     columns: Arc<[Column]>,
-    values: Vec<Value>,
+    cells: Cells,
+}
+
+impl PartialEq for Row {
+    fn eq(&self, other: &Row) -> bool {
+        self.columns == other.columns && self.values() == other.values()
+    }
 }
 
 impl Row {
     /// A row of `values` under `columns` (same length).
     pub fn new(columns: Arc<[Column]>, values: Vec<Value>) -> Self {
         debug_assert_eq!(columns.len(), values.len());
-        Row { columns, values }
+        Row {
+            columns,
+            cells: Cells::Values(values),
+        }
     }
 
-    /// Reads a column as `T`; an error names the column and both types.
-    pub fn get<T: FromValue>(&self, index: impl ColumnIndex) -> Result<T> {
-        let pos = index.position(&self.columns).ok_or_else(|| {
+    /// A row decoded from `raw` when first read.
+    pub(crate) fn lazy(columns: Arc<[Column]>, raw: Arc<dyn RawRow>) -> Self {
+        Row {
+            columns,
+            cells: Cells::Lazy {
+                raw,
+                decoded: std::sync::OnceLock::new(),
+            },
+        }
+    }
+
+    fn position(&self, index: impl ColumnIndex) -> Result<usize> {
+        index.position(&self.columns).ok_or_else(|| {
             Error::new(
                 ErrorKind::Decode,
                 format!("no column {index} in a row of {} columns", self.columns.len()),
             )
-        })?;
-        let value = &self.values[pos];
-        T::from_value(value).ok_or_else(|| mismatch(self.columns[pos].name(), value, T::RUST_TYPE))
+        })
+    }
+
+    /// Column `pos` by value: decoded alone from a lazy row not yet decoded
+    /// whole (so reading one column decodes only that one).
+    fn owned(&self, pos: usize) -> Value {
+        match &self.cells {
+            Cells::Lazy { raw, decoded } if decoded.get().is_none() => raw.value(pos),
+            _ => self.values()[pos].clone(),
+        }
+    }
+
+    /// Reads a column as `T`; an error names the column and both types.
+    pub fn get<T: FromValue>(&self, index: impl ColumnIndex) -> Result<T> {
+        let pos = self.position(index)?;
+        if let Cells::Values(values) = &self.cells {
+            let value = &values[pos];
+            return T::from_value(value)
+                .ok_or_else(|| mismatch(self.columns[pos].name(), value, T::RUST_TYPE));
+        }
+        let value = self.owned(pos);
+        let value_type = value.type_name();
+        T::from_owned(value).ok_or_else(|| mismatch_of(self.columns[pos].name(), value_type, T::RUST_TYPE))
     }
 
     /// Like [`get`](Self::get), but `None` for a missing column, NULL or a
     /// value that does not fit `T`.
     pub fn try_get<T: FromValue>(&self, index: impl ColumnIndex) -> Option<T> {
         let pos = index.position(&self.columns)?;
-        match &self.values[pos] {
+        match self.owned(pos) {
             Value::Null => None,
-            v => T::from_value(v),
+            v => T::from_owned(v),
         }
     }
 
     /// The raw value of a column.
     pub fn value(&self, index: impl ColumnIndex) -> Option<&Value> {
-        index.position(&self.columns).map(|p| &self.values[p])
+        index.position(&self.columns).map(|p| &self.values()[p])
     }
 
     /// Every value, in column order.
     pub fn values(&self) -> &[Value] {
-        &self.values
+        match &self.cells {
+            Cells::Values(values) => values,
+            Cells::Lazy { raw, decoded } => {
+                decoded.get_or_init(|| (0..self.columns.len()).map(|i| raw.value(i)).collect())
+            }
+        }
     }
 
     /// Takes the values out of the row.
     pub fn into_values(self) -> Vec<Value> {
-        self.values
+        match self.cells {
+            Cells::Values(values) => values,
+            Cells::Lazy { raw, decoded } => decoded
+                .into_inner()
+                .unwrap_or_else(|| (0..self.columns.len()).map(|i| raw.value(i)).collect()),
+        }
     }
 
     /// The result's columns.
@@ -118,12 +184,12 @@ impl Row {
 
     /// The number of columns.
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.columns.len()
     }
 
     /// Whether the row has no columns.
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.columns.is_empty()
     }
 
     /// Deserializes the row into `T` by column name (a struct or a map).
@@ -131,7 +197,7 @@ impl Row {
         let map: serde_json::Map<String, serde_json::Value> = self
             .columns
             .iter()
-            .zip(&self.values)
+            .zip(self.values())
             .map(|(c, v)| (c.name.clone(), to_json(v)))
             .collect();
         serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| {
@@ -146,7 +212,7 @@ impl Row {
 impl fmt::Debug for Row {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut m = f.debug_map();
-        for (c, v) in self.columns.iter().zip(&self.values) {
+        for (c, v) in self.columns.iter().zip(self.values()) {
             m.entry(&c.name, v);
         }
         m.finish()

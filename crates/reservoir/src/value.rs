@@ -99,16 +99,23 @@ pub trait FromValue: Sized {
     const RUST_TYPE: &'static str;
     /// Converts, or returns `None` if the value does not fit this type.
     fn from_value(value: &Value) -> Option<Self>;
+    /// Like [`from_value`](Self::from_value), taking the value (text and
+    /// bytes move instead of being copied).
+    fn from_owned(value: Value) -> Option<Self> {
+        Self::from_value(&value)
+    }
 }
 
 /// The error for a value that does not fit the requested type.
 pub(crate) fn mismatch(column: &str, value: &Value, rust_type: &str) -> Error {
+    mismatch_of(column, value.type_name(), rust_type)
+}
+
+/// [`mismatch`] from the value's type name (when the value itself has moved).
+pub(crate) fn mismatch_of(column: &str, value_type: &str, rust_type: &str) -> Error {
     Error::new(
         ErrorKind::Decode,
-        format!(
-            "column '{column}': cannot read {} value as {rust_type}",
-            value.type_name()
-        ),
+        format!("column '{column}': cannot read {value_type} value as {rust_type}"),
     )
 }
 
@@ -143,6 +150,12 @@ impl<T: FromValue> FromValue for Option<T> {
         match value {
             Value::Null => Some(None),
             v => T::from_value(v).map(Some),
+        }
+    }
+    fn from_owned(value: Value) -> Option<Self> {
+        match value {
+            Value::Null => Some(None),
+            v => T::from_owned(v).map(Some),
         }
     }
 }
@@ -243,6 +256,12 @@ impl FromValue for String {
             _ => None,
         }
     }
+    fn from_owned(value: Value) -> Option<Self> {
+        match value {
+            Value::Text(s) => Some(s),
+            v => Self::from_value(&v),
+        }
+    }
 }
 
 impl ToValue for [u8] {
@@ -260,6 +279,12 @@ impl FromValue for Vec<u8> {
     fn from_value(value: &Value) -> Option<Self> {
         match value {
             Value::Bytes(b) => Some(b.clone()),
+            _ => None,
+        }
+    }
+    fn from_owned(value: Value) -> Option<Self> {
+        match value {
+            Value::Bytes(b) => Some(b),
             _ => None,
         }
     }
@@ -366,6 +391,12 @@ impl FromValue for serde_json::Value {
             Value::Json(j) => Some(j.clone()),
             Value::Text(s) => serde_json::from_str(s).ok(),
             _ => None,
+        }
+    }
+    fn from_owned(value: Value) -> Option<Self> {
+        match value {
+            Value::Json(j) => Some(j),
+            v => Self::from_value(&v),
         }
     }
 }

@@ -222,3 +222,28 @@ async fn types_without_a_binary_mapping_bind_as_text() {
         engine.close().await;
     }
 }
+
+/// A column of a type with no `Value` mapping fails the query at once with
+/// a Decode error naming it (rows are decoded lazily, so the type is checked
+/// when the result starts); cast to text reads it.
+#[tokio::test]
+async fn a_column_of_an_unreadable_type_is_named_in_the_error() {
+    for db in [Db::postgres(), Db::postgres_unnamed()] {
+        let engine = db.engine().await;
+        let err = engine
+            .fetch_all("SELECT 1 AS id, '10.0.0.1'::inet AS addr", ())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::Decode, "{err}");
+        assert!(
+            err.to_string().contains("'addr'") && err.to_string().contains("inet"),
+            "{err}"
+        );
+        let text: String = engine
+            .fetch_scalar("SELECT '10.0.0.1'::inet::text", ())
+            .await
+            .unwrap();
+        assert_eq!(text, "10.0.0.1/32");
+        engine.close().await;
+    }
+}

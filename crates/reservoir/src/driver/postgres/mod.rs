@@ -511,7 +511,7 @@ async fn query_rows(
         Target::Prepared(p) => p.shape.clone(),
         Target::Unnamed(_) => rows.first().map_or_else(Shape::empty, |r| Shape::of(r.columns())),
     };
-    rows.iter()
+    rows.into_iter()
         .take(limit.unwrap_or(usize::MAX))
         .map(|r| read_row(r, &shape))
         .collect()

@@ -122,7 +122,7 @@ impl PgRows {
                         seen += 1;
                         if keep {
                             let shape = shape.get_or_insert_with(|| Shape::of(row.columns()));
-                            out.push(read_row(&row, shape)?);
+                            out.push(read_row(row, shape)?);
                         }
                     }
                     None => {
@@ -185,7 +185,7 @@ impl RowSource for PgCursor {
                 return Ok(Vec::new());
             };
             let shape = Shape::of(first.columns());
-            rows.iter().map(|r| read_row(r, &shape)).collect()
+            rows.into_iter().map(|r| read_row(r, &shape)).collect()
         })
     }
 

@@ -6,7 +6,7 @@ use tokio_postgres::Statement;
 use tokio_postgres::types::{Format, IsNull, Kind, ToSql, Type, to_sql_checked};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::row::{Column, Row};
+use crate::row::{Column, RawRow, Row};
 use crate::value::{FromValue, Value};
 
 /// A prepared statement and its result columns, built once.
@@ -118,16 +118,30 @@ fn is_binary(ty: &Type) -> bool {
 pub(super) struct Shape {
     pub(super) columns: Arc<[Column]>,
     decoders: Arc<[Decoder]>,
+    /// A column whose type cannot be read (checked once, reported on the
+    /// first row, so that rows themselves decode without failing).
+    unreadable: Option<Arc<str>>,
 }
 
 impl Shape {
     pub(super) fn of(columns: &[tokio_postgres::Column]) -> Shape {
+        let unreadable = columns
+            .iter()
+            .find(|c| !Decoder::of(c.type_()).reads(c.type_()))
+            .map(|c| {
+                Arc::from(format!(
+                    "column '{}' of type {} cannot be read (cast it to text in the query)",
+                    c.name(),
+                    c.type_()
+                ))
+            });
         Shape {
             columns: columns
                 .iter()
                 .map(|c| Column::new(c.name(), Some(c.type_().name().to_string())))
                 .collect(),
             decoders: columns.iter().map(|c| Decoder::of(c.type_())).collect(),
+            unreadable,
         }
     }
 
@@ -137,21 +151,45 @@ impl Shape {
     }
 }
 
-pub(super) fn read_row(row: &tokio_postgres::Row, shape: &Shape) -> Result<Row> {
-    let mut values = Vec::with_capacity(shape.decoders.len());
-    for (i, decoder) in shape.decoders.iter().enumerate() {
-        match decoder.read(row, i) {
-            Ok(value) => values.push(value),
-            Err(e) => {
-                let ty = row.columns()[i].type_();
-                return Err(Error::new(
-                    ErrorKind::Decode,
-                    format!("column '{}' of type {ty}: {e}", shape.columns[i].name()),
-                ));
-            }
-        }
+/// A row, decoded when first read (see [`RawRow`]).
+pub(super) fn read_row(row: tokio_postgres::Row, shape: &Shape) -> Result<Row> {
+    if let Some(why) = &shape.unreadable {
+        return Err(Error::new(ErrorKind::Decode, why.to_string()));
     }
-    Ok(Row::new(Arc::clone(&shape.columns), values))
+    let raw = PgRow {
+        row,
+        decoders: Arc::clone(&shape.decoders),
+    };
+    Ok(Row::lazy(Arc::clone(&shape.columns), Arc::new(raw)))
+}
+
+struct PgRow {
+    row: tokio_postgres::Row,
+    decoders: Arc<[Decoder]>,
+}
+
+impl RawRow for PgRow {
+    fn value(&self, i: usize) -> Value {
+        // Every column's type was checked by `Shape::of`; what is left to
+        // fail is malformed data from the server, kept as its bytes.
+        self.decoders[i].read(&self.row, i).unwrap_or_else(|_| {
+            let raw: Option<RawBytes<'_>> = self.row.try_get(i).ok().flatten();
+            raw.map_or(Value::Null, |b| Value::Bytes(b.0.to_vec()))
+        })
+    }
+}
+
+/// A value's bytes as the server sent them, whatever its type.
+struct RawBytes<'a>(&'a [u8]);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for RawBytes<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> std::result::Result<Self, BoxError> {
+        Ok(RawBytes(raw))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
 }
 
 /// How one column's values are read into `Value`s.
@@ -197,6 +235,20 @@ impl Decoder {
             Type::JSON | Type::JSONB => Decoder::Json,
             _ if matches!(ty.kind(), Kind::Array(_)) => Decoder::Array,
             _ => Decoder::Text,
+        }
+    }
+
+    /// Whether this decoder can read values of `ty` (the text fallback
+    /// reads only text-like types; arrays only of members it reads).
+    fn reads(self, ty: &Type) -> bool {
+        use tokio_postgres::types::FromSql;
+        match (self, ty.kind()) {
+            (Decoder::Text, _) => <String as FromSql>::accepts(ty),
+            (Decoder::Array, Kind::Array(member)) => {
+                let member_decoder = Decoder::of(member);
+                !matches!(member_decoder, Decoder::Array) && member_decoder.reads(member)
+            }
+            _ => true,
         }
     }
 
