@@ -78,6 +78,8 @@ impl Pipeline {
             let mut st = self.lock();
             if let Some(max) = config.max_waiting {
                 if st.queue.len() >= max {
+                    drop(st);
+                    engine.pool.count_rejection();
                     return Err(Error::new(
                         ErrorKind::PoolOverloaded,
                         format!("{max} reads are already waiting for a connection"),

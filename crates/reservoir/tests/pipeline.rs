@@ -128,6 +128,7 @@ async fn the_backlog_bound_applies_to_queued_reads(db: Db) {
         .unwrap();
     // Hold the only connection: reads queue for a carrier.
     let held = engine.acquire().await.unwrap();
+    let rejected_before = engine.stats().rejected;
     let reads: Vec<_> = (0..20)
         .map(|_| {
             let engine = engine.clone();
@@ -146,6 +147,7 @@ async fn the_backlog_bound_applies_to_queued_reads(db: Db) {
         }
     }
     assert_eq!((served, rejected), (5, 15));
+    assert_eq!(engine.stats().rejected - rejected_before, 15);
 }
 
 async fn dropped_reads_leave_the_engine_healthy(db: Db) {

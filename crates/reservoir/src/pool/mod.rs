@@ -101,6 +101,12 @@ impl<M: Manager> Pool<M> {
         self.shared.counters.snapshot()
     }
 
+    /// Counts a request turned away by a backlog bound kept outside the
+    /// pool (the engine's pipelined reads), so `stats().rejected` has them all.
+    pub(crate) fn count_rejection(&self) {
+        status::Counters::bump(&self.shared.counters.rejected);
+    }
+
     /// The settings in force.
     pub fn config(&self) -> &PoolConfig {
         &self.shared.config
