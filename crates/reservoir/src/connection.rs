@@ -120,6 +120,11 @@ pub(crate) fn log_statement(echo: bool, sql: &str, elapsed: std::time::Duration,
     }
 }
 
+/// Every row deserialized into `T` (the `fetch_all_as` methods).
+pub(crate) fn deserialize_all<T: DeserializeOwned>(rows: &[Row]) -> Result<Vec<T>> {
+    rows.iter().map(Row::deserialize).collect()
+}
+
 /// The first row, or a `NoRows` error.
 pub(crate) fn first_row(rows: Vec<Row>) -> Result<Row> {
     rows.into_iter()
@@ -378,11 +383,7 @@ impl Connection {
         sql: &str,
         params: impl IntoParams,
     ) -> Result<Vec<T>> {
-        self.fetch_all(sql, params)
-            .await?
-            .iter()
-            .map(Row::deserialize)
-            .collect()
+        deserialize_all(&self.fetch_all(sql, params).await?)
     }
 
     /// Streams the rows: they are read in batches as the stream is polled,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::connection::{Connection, Link, first_row};
+use crate::connection::{Connection, Link, deserialize_all, first_row};
 use crate::context::Contexts;
 use crate::driver::{self, Driver, DriverOptions, Query};
 use crate::error::{Error, ErrorKind, Result};
@@ -181,11 +181,7 @@ impl Engine {
         sql: &str,
         params: impl IntoParams,
     ) -> Result<Vec<T>> {
-        self.fetch_all(sql, params)
-            .await?
-            .iter()
-            .map(Row::deserialize)
-            .collect()
+        deserialize_all(&self.fetch_all(sql, params).await?)
     }
 
     /// A connectionless query: on the task's current connection if it has
