@@ -247,3 +247,22 @@ async fn a_column_of_an_unreadable_type_is_named_in_the_error() {
         engine.close().await;
     }
 }
+
+/// `application_name`, `options` and `connect_timeout` from the URL reach
+/// the server's session; a bad timeout is a URL error.
+#[tokio::test]
+async fn session_settings_from_the_url() {
+    let url =
+        Db::postgres().url_with("application_name=rsv_app&options=-c%20work_mem%3D8MB&connect_timeout=2");
+    let engine = Engine::connect(&url).await.unwrap();
+    let name: String = engine.fetch_scalar("SHOW application_name", ()).await.unwrap();
+    assert_eq!(name, "rsv_app");
+    let work_mem: String = engine.fetch_scalar("SHOW work_mem", ()).await.unwrap();
+    assert_eq!(work_mem, "8MB");
+    engine.close().await;
+    let err = Engine::connect(&Db::postgres().url_with("connect_timeout=soon"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Url, "{err}");
+    assert!(err.to_string().contains("connect_timeout"), "{err}");
+}

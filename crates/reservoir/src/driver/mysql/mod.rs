@@ -200,6 +200,13 @@ pub(super) async fn prepare(
     given: usize,
 ) -> std::result::Result<mysql_async::Statement, mysql_async::Error> {
     let stmt = conn.prep(sql).await?;
+    check_count(&stmt, given)?;
+    Ok(stmt)
+}
+
+/// A parameter-count mismatch, as the error mysql_async would raise (mapped
+/// to `ErrorKind::Param`), but before anything is executed.
+fn check_count(stmt: &mysql_async::Statement, given: usize) -> std::result::Result<(), mysql_async::Error> {
     if usize::from(stmt.num_params()) != given {
         return Err(mysql_async::Error::Driver(
             mysql_async::DriverError::StmtParamsMismatch {
@@ -208,7 +215,7 @@ pub(super) async fn prepare(
             },
         ));
     }
-    Ok(stmt)
+    Ok(())
 }
 
 /// Whether the server says a transaction is open (from the last OK packet).
@@ -293,18 +300,26 @@ impl RawConnection for MyConnection {
                     conn.query_drop("START TRANSACTION").await?;
                 }
                 let mut total = 0;
-                let mut outcome = Ok(());
-                for params in &sets {
-                    let done = match prepare(&mut conn, sql, params.len()).await {
-                        Ok(stmt) => conn.exec_drop(&stmt, params_of(params)).await,
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = done {
-                        outcome = Err(e);
-                        break;
+                // Prepared once for every set (with the cache off, once per
+                // set would cost a round trip each).
+                let outcome = match conn.prep(sql).await {
+                    Err(e) => Err(e),
+                    Ok(stmt) => {
+                        let mut outcome = Ok(());
+                        for params in &sets {
+                            let done = match check_count(&stmt, params.len()) {
+                                Ok(()) => conn.exec_drop(&stmt, params_of(params)).await,
+                                Err(e) => Err(e),
+                            };
+                            if let Err(e) = done {
+                                outcome = Err(e);
+                                break;
+                            }
+                            total += conn.affected_rows();
+                        }
+                        outcome
                     }
-                    total += conn.affected_rows();
-                }
+                };
                 if own {
                     let end = if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" };
                     conn.query_drop(end).await?;
