@@ -8,6 +8,7 @@
 mod harness;
 mod mysql;
 mod ours;
+mod pg_stream;
 mod pool;
 mod postgres;
 mod sqlite;
@@ -29,6 +30,9 @@ fn main() {
     }
     if wants("postgres") {
         postgres::run();
+    }
+    if which.iter().any(|w| w == "pg-stream") {
+        postgres::run_streaming();
     }
     if wants("mysql") {
         mysql::run();

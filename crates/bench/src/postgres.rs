@@ -16,9 +16,9 @@ use reservoir::Engine;
 use crate::harness::{Row, print_table, run_time, runtime, throughput};
 
 /// Plain TCP for every contender: the peers here are built without TLS.
-const URL: &str = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable";
+pub(crate) const URL: &str = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable";
 const SELECT: &str = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
-const ACCOUNTS: u64 = 1_000_000;
+pub(crate) const ACCOUNTS: u64 = 1_000_000;
 const TASKS: usize = 32;
 const CONNECTIONS: usize = 8;
 
@@ -51,13 +51,17 @@ pub fn run() {
         &ours,
         &peers,
     );
-    let (ours, peers) = rt.block_on(streaming());
-    print_table(
-        "streaming 1,000,000 rows of pgbench_accounts (RSS growth in the name)",
-        "rows/s",
-        &ours,
-        &peers,
-    );
+    streaming_section(&rt);
+}
+
+/// Only the streaming comparison (`-- pg-stream`).
+pub fn run_streaming() {
+    prepare_table();
+    streaming_section(&runtime());
+}
+
+fn streaming_section(rt: &tokio::runtime::Runtime) {
+    rt.block_on(crate::pg_stream::run());
 }
 
 const BULK: usize = 100_000;
@@ -192,144 +196,6 @@ async fn bulk() -> (Vec<Row>, Vec<Row>) {
                 name: "sqlx 0.9 row by row in a transaction",
                 rate: sqlx_rate,
             },
-        ],
-    )
-}
-
-const STREAM: &str = "SELECT aid, bid, abalance, filler FROM pgbench_accounts";
-
-/// Rows per second of a streaming run (the median of three), and how far
-/// RSS grew during them.
-async fn stream_run<F: Future<Output = u64>>(run: impl Fn() -> F) -> (f64, u64) {
-    let mut rates = Vec::new();
-    let mut growth = 0;
-    for _ in 0..3 {
-        let before = rss_bytes();
-        let started = Instant::now();
-        let n = run().await;
-        assert_eq!(n, ACCOUNTS);
-        rates.push(n as f64 / started.elapsed().as_secs_f64());
-        growth = growth.max(PEAK.swap(0, Relaxed).saturating_sub(before));
-    }
-    rates.sort_by(f64::total_cmp);
-    (rates[1], growth)
-}
-
-static PEAK: AtomicU64 = AtomicU64::new(0);
-
-/// Reads a stream of rows to its end, sampling RSS; returns the row count.
-async fn drain<S, T, E>(stream: S) -> u64
-where
-    S: futures_util::Stream<Item = Result<T, E>>,
-    E: std::fmt::Debug,
-{
-    drain_with(stream, |row| row).await
-}
-
-/// [`drain`], passing each row through `read` (to decode its columns).
-async fn drain_with<S, T, E, U>(stream: S, mut read: impl FnMut(T) -> U) -> u64
-where
-    S: futures_util::Stream<Item = Result<T, E>>,
-    E: std::fmt::Debug,
-{
-    let mut stream = std::pin::pin!(stream);
-    let mut n = 0;
-    while let Some(row) = stream.next().await {
-        std::hint::black_box(read(row.expect("row")));
-        n += 1;
-        sample_rss(n);
-    }
-    n
-}
-
-fn sample_rss(n: u64) {
-    if n % 50_000 == 0 {
-        PEAK.fetch_max(rss_bytes(), Relaxed);
-    }
-}
-
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 4096
-}
-
-fn named(label: &'static str, (rate, grew): (f64, u64)) -> Row {
-    let name: &'static str = Box::leak(format!("{label}, RSS +{} MiB", grew >> 20).into_boxed_str());
-    Row { name, rate }
-}
-
-async fn streaming() -> (Vec<Row>, Vec<Row>) {
-    let engine = Engine::builder(URL).pool_size(1).build().await.expect("engine");
-    let ours = stream_run(|| async {
-        let mut conn = engine.acquire().await.expect("acquire");
-        drain(conn.fetch(STREAM, ())).await
-    })
-    .await;
-    let ours_read = stream_run(|| async {
-        let mut conn = engine.acquire().await.expect("acquire");
-        drain_with(conn.fetch(STREAM, ()), |r| {
-            let row = (
-                r.get::<i32>(0),
-                r.get::<i32>(1),
-                r.get::<i32>(2),
-                r.get::<String>(3),
-            );
-            assert!(row.3.is_ok());
-            row
-        })
-        .await
-    })
-    .await;
-    let (client, conn) = tokio_postgres::connect(URL, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(conn);
-    let query_raw = || async {
-        client
-            .query_raw(STREAM, std::iter::empty::<i32>())
-            .await
-            .expect("query_raw")
-    };
-    let raw = stream_run(|| async { drain(query_raw().await).await }).await;
-    let raw_read = stream_run(|| async {
-        drain_with(query_raw().await, |r| {
-            let row: (i32, i32, i32, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
-            row
-        })
-        .await
-    })
-    .await;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(URL)
-        .await
-        .expect("sqlx");
-    let sqlx_rate = stream_run(|| async { drain(sqlx::query(STREAM).fetch(&pool)).await }).await;
-    let sqlx_read = stream_run(|| async {
-        use sqlx::Row as _;
-        drain_with(sqlx::query(STREAM).fetch(&pool), |r| {
-            let row: (i32, i32, i32, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
-            row
-        })
-        .await
-    })
-    .await;
-    engine.close().await;
-    (
-        vec![
-            named("reservoir conn.fetch() stream (rows arrive decoded)", ours),
-            named("reservoir conn.fetch(), each column read", ours_read),
-        ],
-        vec![
-            named("tokio-postgres query_raw (rows not decoded)", raw),
-            named("tokio-postgres query_raw, each column read", raw_read),
-            named("sqlx 0.9 fetch (rows not decoded)", sqlx_rate),
-            named("sqlx 0.9 fetch, each column read", sqlx_read),
         ],
     )
 }

@@ -59,11 +59,12 @@ pub(crate) trait RawRow: Send + Sync {
     fn value(&self, i: usize) -> Value;
 }
 
-#[derive(Clone)]
 enum Cells {
     Values(Vec<Value>),
+    /// Boxed rather than shared: a streamed row is created and dropped
+    /// without a reference count to update (a clone decodes instead).
     Lazy {
-        raw: Arc<dyn RawRow>,
+        raw: Box<dyn RawRow>,
         decoded: std::sync::OnceLock<Vec<Value>>,
     },
 }
@@ -78,10 +79,16 @@ enum Cells {
 /// assert_eq!(row.get::<String>(1)?, "ann");
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
 pub struct Row {
     columns: Arc<[Column]>,
     cells: Cells,
+}
+
+impl Clone for Row {
+    /// A lazy row's clone holds its decoded values.
+    fn clone(&self) -> Row {
+        Row::new(Arc::clone(&self.columns), self.values().to_vec())
+    }
 }
 
 impl PartialEq for Row {
@@ -101,7 +108,7 @@ impl Row {
     }
 
     /// A row decoded from `raw` when first read.
-    pub(crate) fn lazy(columns: Arc<[Column]>, raw: Arc<dyn RawRow>) -> Self {
+    pub(crate) fn lazy(columns: Arc<[Column]>, raw: Box<dyn RawRow>) -> Self {
         Row {
             columns,
             cells: Cells::Lazy {
@@ -111,6 +118,7 @@ impl Row {
         }
     }
 
+    #[inline]
     fn position(&self, index: impl ColumnIndex) -> Result<usize> {
         index.position(&self.columns).ok_or_else(|| {
             Error::new(
@@ -122,6 +130,7 @@ impl Row {
 
     /// Column `pos` by value: decoded alone from a lazy row not yet decoded
     /// whole (so reading one column decodes only that one).
+    #[inline]
     fn owned(&self, pos: usize) -> Value {
         match &self.cells {
             Cells::Lazy { raw, decoded } if decoded.get().is_none() => raw.value(pos),

@@ -169,6 +169,8 @@ macro_rules! integer {
             const RUST_TYPE: &'static str = stringify!($t);
             fn from_value(value: &Value) -> Option<Self> {
                 match value {
+                    // The common case first: the type this integer binds as.
+                    Value::$variant(i) => <$t>::try_from(*i).ok(),
                     Value::Text(s) => s.trim().parse().ok(),
                     Value::Decimal(d) => d.to_string().parse().ok(),
                     v => v.as_i64().and_then(|i| <$t>::try_from(i).ok()),

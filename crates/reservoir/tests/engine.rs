@@ -574,7 +574,11 @@ async fn a_stream_dropped_early_frees_the_connection(db: Db) {
     {
         let mut stream = conn.fetch(&db.series(1_000_000), ());
         let first = stream.next().await.unwrap().unwrap();
-        assert_eq!(first.get::<i64>(0).unwrap(), 1);
+        // A clone outlives the row it came from, decoded or not.
+        let copy = first.clone();
+        assert_eq!(copy, first);
+        drop(first);
+        assert_eq!(copy.get::<i64>(0).unwrap(), 1);
     }
     let n: i64 = conn.fetch_scalar("SELECT 7", ()).await.unwrap();
     assert_eq!(n, 7);

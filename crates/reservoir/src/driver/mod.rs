@@ -6,10 +6,12 @@
 pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod prefetch;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::{BoxFuture, Interrupt};
@@ -17,6 +19,8 @@ use crate::row::Row;
 use crate::sql::Placeholder;
 use crate::url::{DatabaseUrl, Dialect};
 use crate::value::Value;
+
+pub(crate) use prefetch::Prefetch;
 
 /// Opens connections to one database.
 pub trait Driver: Send + Sync + 'static {
@@ -117,10 +121,15 @@ pub struct Query {
 
 /// The rows of a query, pulled on demand.
 pub trait RowSource: Send {
+    /// The next row of a stream (`None` at the end). A source whose rows
+    /// arrive one at a time (a PostgreSQL portal) hands them over one at a
+    /// time: a batch of live rows would defeat the allocator's per-thread
+    /// cache. Batched sources read ahead with [`Prefetch`].
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Row>>>;
     /// Up to `n` more rows (fewer at the end).
-    fn fetch(&mut self, n: usize) -> BoxFuture<'static, Result<Vec<Row>>>;
+    fn fetch(&mut self, n: usize) -> BoxFuture<'_, Result<Vec<Row>>>;
     /// Skips up to `n` rows without sending them; returns how many were skipped.
-    fn forward(&mut self, n: u64) -> BoxFuture<'static, Result<u64>>;
+    fn forward(&mut self, n: u64) -> BoxFuture<'_, Result<u64>>;
 }
 
 /// Marks a connection dirty if an operation's future is dropped before it

@@ -6,13 +6,14 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection as Sqlite, OpenFlags, ffi};
 use tokio::sync::oneshot;
 
-use super::{Driver, DriverOptions, Query, RawConnection, RowSource};
+use super::{Driver, DriverOptions, Prefetch, Query, RawConnection, RowSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::{BoxFuture, Interrupt};
 use crate::row::{Column, Row};
@@ -376,6 +377,7 @@ impl RawConnection for SqliteConnection {
         Box::new(SqliteRows {
             pulls,
             failed: sent.is_err(),
+            prefetch: Prefetch::default(),
         })
     }
 
@@ -412,29 +414,38 @@ impl RawConnection for SqliteConnection {
 struct SqliteRows {
     pulls: std_mpsc::Sender<Pull>,
     failed: bool,
+    prefetch: Prefetch,
 }
 
-impl SqliteRows {
-    fn pull<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Pull) -> BoxFuture<'static, Result<T>> {
-        let (reply, rx) = oneshot::channel();
-        let sent = if self.failed {
-            Err(worker_gone())
-        } else {
-            self.pulls.send(make(reply)).map_err(|_| worker_gone())
-        };
-        Box::pin(async move {
-            sent?;
-            rx.await.map_err(|_| worker_gone())?
-        })
-    }
+/// Sends a request to the worker now; the future waits for its answer.
+fn pull<T: Send + 'static>(
+    pulls: &std_mpsc::Sender<Pull>,
+    failed: bool,
+    make: impl FnOnce(Reply<T>) -> Pull,
+) -> BoxFuture<'static, Result<T>> {
+    let (reply, rx) = oneshot::channel();
+    let sent = if failed {
+        Err(worker_gone())
+    } else {
+        pulls.send(make(reply)).map_err(|_| worker_gone())
+    };
+    Box::pin(async move {
+        sent?;
+        rx.await.map_err(|_| worker_gone())?
+    })
 }
 
 impl RowSource for SqliteRows {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Row>>> {
+        let (pulls, failed) = (&self.pulls, self.failed);
+        self.prefetch
+            .poll_next(cx, |n| pull(pulls, failed, |r| Pull::Fetch(n, r)))
+    }
     fn fetch(&mut self, n: usize) -> BoxFuture<'static, Result<Vec<Row>>> {
-        self.pull(|r| Pull::Fetch(n, r))
+        pull(&self.pulls, self.failed, |r| Pull::Fetch(n, r))
     }
     fn forward(&mut self, n: u64) -> BoxFuture<'static, Result<u64>> {
-        self.pull(|r| Pull::Forward(n, r))
+        pull(&self.pulls, self.failed, |r| Pull::Forward(n, r))
     }
 }
 

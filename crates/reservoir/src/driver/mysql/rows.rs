@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::task::{Context, Poll};
 
 use mysql_async::Params;
 use mysql_async::prelude::Queryable;
@@ -13,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::Shared;
 use super::error::{breaks_connection, map_error};
 use super::types::Shape;
-use crate::driver::RowSource;
+use crate::driver::{Prefetch, RowSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::BoxFuture;
 use crate::row::Row;
@@ -25,6 +26,7 @@ enum Pull {
 
 pub(super) struct MyRows {
     pulls: mpsc::UnboundedSender<Pull>,
+    prefetch: Prefetch,
 }
 
 /// What the statement to stream is, and what runs before it.
@@ -38,22 +40,26 @@ impl MyRows {
     pub(super) fn start(conn: Shared, statement: Statement, broken: Arc<AtomicBool>) -> Self {
         let (pulls, rx) = mpsc::unbounded_channel();
         tokio::spawn(serve(conn, statement, rx, broken));
-        MyRows { pulls }
+        MyRows {
+            pulls,
+            prefetch: Prefetch::default(),
+        }
     }
+}
 
-    fn ask<T: Send + 'static>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<T>>) -> Pull,
-    ) -> BoxFuture<'static, Result<T>> {
-        let (reply, rx) = oneshot::channel();
-        let sent = self.pulls.send(make(reply)).is_ok();
-        Box::pin(async move {
-            if !sent {
-                return Err(ended());
-            }
-            rx.await.map_err(|_| ended())?
-        })
-    }
+/// Sends a pull to the serving task now; the future waits for its answer.
+fn ask<T: Send + 'static>(
+    pulls: &mpsc::UnboundedSender<Pull>,
+    make: impl FnOnce(oneshot::Sender<Result<T>>) -> Pull,
+) -> BoxFuture<'static, Result<T>> {
+    let (reply, rx) = oneshot::channel();
+    let sent = pulls.send(make(reply)).is_ok();
+    Box::pin(async move {
+        if !sent {
+            return Err(ended());
+        }
+        rx.await.map_err(|_| ended())?
+    })
 }
 
 fn ended() -> Error {
@@ -61,12 +67,18 @@ fn ended() -> Error {
 }
 
 impl RowSource for MyRows {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Row>>> {
+        let pulls = &self.pulls;
+        self.prefetch
+            .poll_next(cx, |n| ask(pulls, |reply| Pull::Fetch(n, reply)))
+    }
+
     fn fetch(&mut self, n: usize) -> BoxFuture<'static, Result<Vec<Row>>> {
-        self.ask(|reply| Pull::Fetch(n, reply))
+        ask(&self.pulls, |reply| Pull::Fetch(n, reply))
     }
 
     fn forward(&mut self, n: u64) -> BoxFuture<'static, Result<u64>> {
-        self.ask(|reply| Pull::Forward(n, reply))
+        ask(&self.pulls, |reply| Pull::Forward(n, reply))
     }
 }
 

@@ -1,17 +1,18 @@
 //! Rows pulled on demand: a portal streamed by tokio-postgres, and
 //! server-side cursors (DECLARE / FETCH / MOVE).
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::task::{Context, Poll};
 
-use futures_util::StreamExt;
+use futures_core::Stream;
 use tokio_postgres::Client;
 
 use super::check_count;
 use super::error::map_error;
 use super::types::{Shape, as_refs, binds, read_row, typed};
-use crate::driver::InFlight;
-use crate::driver::RowSource;
+use crate::driver::{Prefetch, RowSource};
 use crate::error::Result;
 use crate::pool::BoxFuture;
 use crate::row::Row;
@@ -19,24 +20,31 @@ use crate::value::Value;
 
 // ---- streaming through a portal -----------------------------------------
 
-enum PortalState {
-    Start {
-        client: Arc<Client>,
-        sql: String,
-        params: Vec<Value>,
-        queued: Vec<String>,
-        unnamed: bool,
-    },
-    Streaming {
-        rows: std::pin::Pin<Box<tokio_postgres::RowStream>>,
-        /// From the prepared statement, or (unnamed) from the first row.
-        shape: Option<Shape>,
-    },
+/// The rows as tokio-postgres streams them, and (prepared) their shape.
+type Started = (Pin<Box<tokio_postgres::RowStream>>, Option<Shape>);
+
+enum Portal {
+    /// The query, sent on the first pull.
+    Unsent(Unsent),
+    Starting(BoxFuture<'static, Result<Started>>),
+    Streaming(Pin<Box<tokio_postgres::RowStream>>),
     Done,
 }
 
+struct Unsent {
+    client: Arc<Client>,
+    sql: String,
+    params: Vec<Value>,
+    queued: Vec<String>,
+    unnamed: bool,
+}
+
+/// A query's rows, read off tokio-postgres's stream one at a time: a
+/// stream decodes and frees each row before the next (no batch is kept).
 pub(super) struct PgRows {
-    state: Arc<tokio::sync::Mutex<PortalState>>,
+    portal: Portal,
+    /// From the prepared statement, or (unnamed) from the first row.
+    shape: Option<Shape>,
     dirty: Arc<AtomicBool>,
 }
 
@@ -51,7 +59,7 @@ impl PgRows {
         dirty: Arc<AtomicBool>,
         unnamed: bool,
     ) -> Self {
-        let state = PortalState::Start {
+        let unsent = Unsent {
             client,
             sql,
             params,
@@ -59,103 +67,123 @@ impl PgRows {
             unnamed,
         };
         PgRows {
-            state: Arc::new(tokio::sync::Mutex::new(state)),
+            portal: Portal::Unsent(unsent),
+            shape: None,
             dirty,
         }
     }
 
-    async fn start(state: &mut PortalState) -> Result<()> {
-        if let PortalState::Start {
-            client,
-            sql,
-            params,
-            queued,
-            unnamed,
-        } = state
-        {
-            for q in queued.drain(..) {
-                let _ = client.batch_execute(&q).await;
-            }
-            let b = binds(params);
-            let (rows, shape) = if *unnamed {
-                let rows = client.query_typed_raw(sql, typed(&b)).await;
-                (rows.map_err(map_error)?, None)
-            } else {
-                let stmt = client.prepare(sql).await.map_err(map_error)?;
-                check_count(&stmt, params)?;
-                let rows = client.query_raw(&stmt, as_refs(&b)).await.map_err(map_error)?;
-                (rows, Some(Shape::of(stmt.columns())))
-            };
-            *state = PortalState::Streaming {
-                rows: Box::pin(rows),
-                shape,
-            };
-        }
-        Ok(())
-    }
-
-    /// Reads up to `n` rows, keeping them or (for `forward`) only counting.
-    fn pull(&self, n: u64, keep: bool) -> BoxFuture<'static, Result<(Vec<Row>, u64)>> {
-        let state = Arc::clone(&self.state);
-        let dirty = Arc::clone(&self.dirty);
-        Box::pin(async move {
-            let mut op = InFlight::new(&dirty);
-            let mut state = state.lock().await;
-            let result = Self::advance(&mut state, n, keep).await;
-            if result.is_err() {
-                *state = PortalState::Done;
-            }
-            op.finished = true;
-            result
-        })
-    }
-
-    async fn advance(state: &mut PortalState, n: u64, keep: bool) -> Result<(Vec<Row>, u64)> {
-        Self::start(state).await?;
-        let mut out = Vec::with_capacity(if keep { n.min(1024) as usize } else { 0 });
-        let mut seen = 0;
-        if let PortalState::Streaming { rows, shape } = state {
-            while seen < n {
-                match rows.next().await {
-                    Some(row) => {
-                        let row = row.map_err(map_error)?;
-                        seen += 1;
-                        if keep {
-                            let shape = shape.get_or_insert_with(|| Shape::of(row.columns()));
-                            out.push(read_row(row, shape)?);
-                        }
-                    }
-                    None => {
-                        *state = PortalState::Done;
-                        break;
-                    }
+    /// The next row as tokio-postgres gives it (`None` at the end; an
+    /// error ends the rows).
+    fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<tokio_postgres::Row>>> {
+        loop {
+            match &mut self.portal {
+                Portal::Unsent(_) => {
+                    let Portal::Unsent(unsent) = std::mem::replace(&mut self.portal, Portal::Done) else {
+                        unreachable!("matched above");
+                    };
+                    self.portal = Portal::Starting(Box::pin(start(unsent)));
                 }
+                Portal::Starting(starting) => match std::task::ready!(starting.as_mut().poll(cx)) {
+                    Ok((rows, shape)) => {
+                        self.shape = shape;
+                        self.portal = Portal::Streaming(rows);
+                    }
+                    Err(e) => {
+                        self.portal = Portal::Done;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                },
+                Portal::Streaming(rows) => {
+                    let next = std::task::ready!(rows.as_mut().poll_next(cx));
+                    if !matches!(next, Some(Ok(_))) {
+                        self.portal = Portal::Done;
+                    }
+                    return Poll::Ready(next.map(|row| row.map_err(map_error)));
+                }
+                Portal::Done => return Poll::Ready(None),
             }
         }
-        Ok((out, seen))
+    }
+
+    fn next_raw(&mut self) -> impl Future<Output = Option<Result<tokio_postgres::Row>>> + '_ {
+        std::future::poll_fn(move |cx| self.poll_raw(cx))
+    }
+}
+
+/// Sends the queued statements, then the query.
+async fn start(unsent: Unsent) -> Result<Started> {
+    let Unsent {
+        client,
+        sql,
+        params,
+        queued,
+        unnamed,
+    } = unsent;
+    for q in &queued {
+        let _ = client.batch_execute(q).await;
+    }
+    let b = binds(&params);
+    if unnamed {
+        let rows = client.query_typed_raw(&sql, typed(&b)).await.map_err(map_error)?;
+        Ok((Box::pin(rows), None))
+    } else {
+        let stmt = client.prepare(&sql).await.map_err(map_error)?;
+        check_count(&stmt, &params)?;
+        let rows = client.query_raw(&stmt, as_refs(&b)).await.map_err(map_error)?;
+        Ok((Box::pin(rows), Some(Shape::of(stmt.columns()))))
     }
 }
 
 impl RowSource for PgRows {
-    fn fetch(&mut self, n: usize) -> BoxFuture<'static, Result<Vec<Row>>> {
-        let pull = self.pull(n as u64, true);
-        Box::pin(async move { Ok(pull.await?.0) })
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Row>>> {
+        let next = std::task::ready!(self.poll_raw(cx));
+        Poll::Ready(next.map(|row| {
+            let row = row?;
+            let shape = self.shape.get_or_insert_with(|| Shape::of(row.columns()));
+            let read = read_row(row, shape);
+            if read.is_err() {
+                self.portal = Portal::Done;
+            }
+            read
+        }))
     }
 
-    fn forward(&mut self, n: u64) -> BoxFuture<'static, Result<u64>> {
-        let pull = self.pull(n, false);
-        Box::pin(async move { Ok(pull.await?.1) })
+    fn fetch(&mut self, n: usize) -> BoxFuture<'_, Result<Vec<Row>>> {
+        Box::pin(async move {
+            let mut rows = Vec::with_capacity(n.min(1024));
+            while rows.len() < n {
+                match std::future::poll_fn(|cx| self.poll_next(cx)).await {
+                    Some(row) => rows.push(row?),
+                    None => break,
+                }
+            }
+            Ok(rows)
+        })
+    }
+
+    fn forward(&mut self, n: u64) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move {
+            let mut skipped = 0;
+            while skipped < n {
+                match self.next_raw().await {
+                    Some(row) => drop(row?),
+                    None => break,
+                }
+                skipped += 1;
+            }
+            Ok(skipped)
+        })
     }
 }
 
 impl Drop for PgRows {
     fn drop(&mut self) {
-        // A portal dropped mid-stream leaves rows in flight: the pool's reset
-        // cancels and resynchronises before the connection is reused.
-        if let Ok(state) = self.state.try_lock() {
-            if matches!(*state, PortalState::Streaming { .. }) {
-                self.dirty.store(true, SeqCst);
-            }
+        // A query sent and not read to its end leaves rows in flight: the
+        // pool's reset cancels and resynchronises before the connection is
+        // reused.
+        if matches!(self.portal, Portal::Starting(_) | Portal::Streaming(_)) {
+            self.dirty.store(true, SeqCst);
         }
     }
 }
@@ -165,28 +193,43 @@ impl Drop for PgRows {
 pub(super) struct PgCursor {
     client: Arc<Client>,
     name: String,
+    prefetch: Prefetch,
 }
 
 impl PgCursor {
     /// A cursor already declared as `name` on `client`.
     pub(super) fn new(client: Arc<Client>, name: String) -> Self {
-        PgCursor { client, name }
+        PgCursor {
+            client,
+            name,
+            prefetch: Prefetch::default(),
+        }
     }
 }
 
+/// The next `n` rows of cursor `name`.
+fn fetch_forward(client: &Arc<Client>, name: &str, n: usize) -> BoxFuture<'static, Result<Vec<Row>>> {
+    let client = Arc::clone(client);
+    let sql = format!("FETCH FORWARD {n} FROM {name}");
+    Box::pin(async move {
+        // Unnamed: one round trip, and nothing left behind for a pooler.
+        let rows = client.query_typed(&sql, &[]).await.map_err(map_error)?;
+        let Some(first) = rows.first() else {
+            return Ok(Vec::new());
+        };
+        let shape = Shape::of(first.columns());
+        rows.into_iter().map(|r| read_row(r, &shape)).collect()
+    })
+}
+
 impl RowSource for PgCursor {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Row>>> {
+        let (client, name) = (&self.client, &self.name);
+        self.prefetch.poll_next(cx, |n| fetch_forward(client, name, n))
+    }
+
     fn fetch(&mut self, n: usize) -> BoxFuture<'static, Result<Vec<Row>>> {
-        let client = Arc::clone(&self.client);
-        let sql = format!("FETCH FORWARD {n} FROM {}", self.name);
-        Box::pin(async move {
-            // Unnamed: one round trip, and nothing left behind for a pooler.
-            let rows = client.query_typed(&sql, &[]).await.map_err(map_error)?;
-            let Some(first) = rows.first() else {
-                return Ok(Vec::new());
-            };
-            let shape = Shape::of(first.columns());
-            rows.into_iter().map(|r| read_row(r, &shape)).collect()
-        })
+        fetch_forward(&self.client, &self.name, n)
     }
 
     fn forward(&mut self, n: u64) -> BoxFuture<'static, Result<u64>> {

@@ -117,7 +117,6 @@ fn is_binary(ty: &Type) -> bool {
 #[derive(Clone)]
 pub(super) struct Shape {
     pub(super) columns: Arc<[Column]>,
-    decoders: Arc<[Decoder]>,
     /// A column whose type cannot be read (checked once, reported on the
     /// first row, so that rows themselves decode without failing).
     unreadable: Option<Arc<str>>,
@@ -140,7 +139,6 @@ impl Shape {
                 .iter()
                 .map(|c| Column::new(c.name(), Some(c.type_().name().to_string())))
                 .collect(),
-            decoders: columns.iter().map(|c| Decoder::of(c.type_())).collect(),
             unreadable,
         }
     }
@@ -156,26 +154,25 @@ pub(super) fn read_row(row: tokio_postgres::Row, shape: &Shape) -> Result<Row> {
     if let Some(why) = &shape.unreadable {
         return Err(Error::new(ErrorKind::Decode, why.to_string()));
     }
-    let raw = PgRow {
-        row,
-        decoders: Arc::clone(&shape.decoders),
-    };
-    Ok(Row::lazy(Arc::clone(&shape.columns), Arc::new(raw)))
+    Ok(Row::lazy(Arc::clone(&shape.columns), Box::new(PgRow(row))))
 }
 
-struct PgRow {
-    row: tokio_postgres::Row,
-    decoders: Arc<[Decoder]>,
-}
+struct PgRow(tokio_postgres::Row);
 
 impl RawRow for PgRow {
     fn value(&self, i: usize) -> Value {
-        // Every column's type was checked by `Shape::of`; what is left to
-        // fail is malformed data from the server, kept as its bytes.
-        self.decoders[i].read(&self.row, i).unwrap_or_else(|_| {
-            let raw: Option<RawBytes<'_>> = self.row.try_get(i).ok().flatten();
-            raw.map_or(Value::Null, |b| Value::Bytes(b.0.to_vec()))
-        })
+        // The column's bytes, read by the decoder for its type (`Shape::of`
+        // checked there is one), without tokio-postgres checking the type
+        // again per value.
+        let Some(raw) = self.0.try_get::<_, Option<RawBytes<'_>>>(i).ok().flatten() else {
+            return Value::Null;
+        };
+        let ty = self.0.columns()[i].type_();
+        // What is left to fail is malformed data from the server, kept as
+        // its bytes.
+        Decoder::of(ty)
+            .read(ty, raw.0)
+            .unwrap_or_else(|_| Value::Bytes(raw.0.to_vec()))
     }
 }
 
@@ -252,71 +249,62 @@ impl Decoder {
         }
     }
 
-    fn read(self, row: &tokio_postgres::Row, i: usize) -> std::result::Result<Value, tokio_postgres::Error> {
-        fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
-            row: &'a tokio_postgres::Row,
-            i: usize,
-            wrap: impl FnOnce(T) -> Value,
-        ) -> std::result::Result<Value, tokio_postgres::Error> {
-            Ok(row.try_get::<_, Option<T>>(i)?.map_or(Value::Null, wrap))
-        }
-        match self {
-            Decoder::Bool => get(row, i, Value::Bool),
-            Decoder::I16 => get(row, i, Value::I16),
-            Decoder::I32 => get(row, i, Value::I32),
-            Decoder::I64 => get(row, i, Value::I64),
-            Decoder::Oid => get(row, i, |v: u32| Value::I64(v.into())),
-            Decoder::F32 => get(row, i, Value::F32),
-            Decoder::F64 => get(row, i, Value::F64),
-            Decoder::Numeric => get(row, i, Value::Decimal),
-            Decoder::Bytes => get(row, i, Value::Bytes),
-            Decoder::Date => get(row, i, Value::Date),
-            Decoder::Time => get(row, i, Value::Time),
-            Decoder::Timestamp => get(row, i, Value::Timestamp),
-            Decoder::TimestampTz => get(row, i, Value::TimestampTz),
-            Decoder::Uuid => get(row, i, Value::Uuid),
-            Decoder::Json => get(row, i, Value::Json),
-            Decoder::Array => match row.columns()[i].type_().kind() {
-                Kind::Array(member) => read_array(row, i, member),
-                _ => get(row, i, Value::Text),
+    /// A non-NULL value of type `ty` from its bytes.
+    fn read(self, ty: &Type, raw: &[u8]) -> std::result::Result<Value, BoxError> {
+        use tokio_postgres::types::FromSql;
+        Ok(match self {
+            Decoder::Bool => Value::Bool(FromSql::from_sql(ty, raw)?),
+            Decoder::I16 => Value::I16(FromSql::from_sql(ty, raw)?),
+            Decoder::I32 => Value::I32(FromSql::from_sql(ty, raw)?),
+            Decoder::I64 => Value::I64(FromSql::from_sql(ty, raw)?),
+            Decoder::Oid => Value::I64(<u32 as FromSql>::from_sql(ty, raw)?.into()),
+            Decoder::F32 => Value::F32(FromSql::from_sql(ty, raw)?),
+            Decoder::F64 => Value::F64(FromSql::from_sql(ty, raw)?),
+            Decoder::Numeric => Value::Decimal(FromSql::from_sql(ty, raw)?),
+            Decoder::Bytes => Value::Bytes(FromSql::from_sql(ty, raw)?),
+            Decoder::Date => Value::Date(FromSql::from_sql(ty, raw)?),
+            Decoder::Time => Value::Time(FromSql::from_sql(ty, raw)?),
+            Decoder::Timestamp => Value::Timestamp(FromSql::from_sql(ty, raw)?),
+            Decoder::TimestampTz => Value::TimestampTz(FromSql::from_sql(ty, raw)?),
+            Decoder::Uuid => Value::Uuid(FromSql::from_sql(ty, raw)?),
+            Decoder::Json => Value::Json(FromSql::from_sql(ty, raw)?),
+            Decoder::Array => match ty.kind() {
+                Kind::Array(member) => read_array(ty, member, raw)?,
+                _ => Value::Text(FromSql::from_sql(ty, raw)?),
             },
-            Decoder::Text => get(row, i, Value::Text),
-        }
+            Decoder::Text => Value::Text(FromSql::from_sql(ty, raw)?),
+        })
     }
 }
 
 /// Arrays of the scalar types, read element by element (NULL elements kept).
-fn read_array(
-    row: &tokio_postgres::Row,
-    i: usize,
-    member: &Type,
-) -> std::result::Result<Value, tokio_postgres::Error> {
+fn read_array(ty: &Type, member: &Type, raw: &[u8]) -> std::result::Result<Value, BoxError> {
     fn items<'a, T: tokio_postgres::types::FromSql<'a>>(
-        row: &'a tokio_postgres::Row,
-        i: usize,
+        ty: &Type,
+        raw: &'a [u8],
         wrap: impl Fn(T) -> Value,
-    ) -> std::result::Result<Value, tokio_postgres::Error> {
-        Ok(match row.try_get::<_, Option<Vec<Option<T>>>>(i)? {
-            None => Value::Null,
-            Some(v) => Value::Array(v.into_iter().map(|x| x.map_or(Value::Null, &wrap)).collect()),
-        })
+    ) -> std::result::Result<Value, BoxError> {
+        let items: Vec<Option<T>> = tokio_postgres::types::FromSql::from_sql(ty, raw)?;
+        Ok(Value::Array(
+            items.into_iter().map(|x| x.map_or(Value::Null, &wrap)).collect(),
+        ))
     }
     match *member {
-        Type::BOOL => items(row, i, Value::Bool),
-        Type::INT2 => items(row, i, Value::I16),
-        Type::INT4 => items(row, i, Value::I32),
-        Type::INT8 => items(row, i, Value::I64),
-        Type::FLOAT4 => items(row, i, Value::F32),
-        Type::FLOAT8 => items(row, i, Value::F64),
-        Type::NUMERIC => items(row, i, Value::Decimal),
-        Type::BYTEA => items(row, i, Value::Bytes),
-        Type::DATE => items(row, i, Value::Date),
-        Type::TIME => items(row, i, Value::Time),
-        Type::TIMESTAMP => items(row, i, Value::Timestamp),
-        Type::TIMESTAMPTZ => items(row, i, Value::TimestampTz),
-        Type::UUID => items(row, i, Value::Uuid),
-        Type::JSON | Type::JSONB => items(row, i, Value::Json),
-        _ => items(row, i, Value::Text),
+        Type::BOOL => items(ty, raw, Value::Bool),
+        Type::INT2 => items(ty, raw, Value::I16),
+        Type::INT4 => items(ty, raw, Value::I32),
+        Type::INT8 => items(ty, raw, Value::I64),
+        Type::FLOAT4 => items(ty, raw, Value::F32),
+        Type::FLOAT8 => items(ty, raw, Value::F64),
+        Type::NUMERIC => items(ty, raw, Value::Decimal),
+        Type::BYTEA => items(ty, raw, Value::Bytes),
+        Type::DATE => items(ty, raw, Value::Date),
+        Type::TIME => items(ty, raw, Value::Time),
+        Type::TIMESTAMP => items(ty, raw, Value::Timestamp),
+        Type::TIMESTAMPTZ => items(ty, raw, Value::TimestampTz),
+        Type::UUID => items(ty, raw, Value::Uuid),
+        Type::JSON | Type::JSONB => items(ty, raw, Value::Json),
+        _ => items(ty, raw, Value::Text),
     }
 }
 
