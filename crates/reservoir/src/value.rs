@@ -167,9 +167,16 @@ macro_rules! integer {
         }
         impl FromValue for $t {
             const RUST_TYPE: &'static str = stringify!($t);
+            #[inline]
+            fn from_owned(value: Value) -> Option<Self> {
+                // The common case without a call to drop the value.
+                match value {
+                    Value::$variant(i) => <$t>::try_from(i).ok(),
+                    other => Self::from_value(&other),
+                }
+            }
             fn from_value(value: &Value) -> Option<Self> {
                 match value {
-                    // The common case first: the type this integer binds as.
                     Value::$variant(i) => <$t>::try_from(*i).ok(),
                     Value::Text(s) => s.trim().parse().ok(),
                     Value::Decimal(d) => d.to_string().parse().ok(),
@@ -258,6 +265,7 @@ impl FromValue for String {
             _ => None,
         }
     }
+    #[inline]
     fn from_owned(value: Value) -> Option<Self> {
         match value {
             Value::Text(s) => Some(s),
