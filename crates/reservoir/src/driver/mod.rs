@@ -20,7 +20,7 @@ use crate::sql::Placeholder;
 use crate::url::{DatabaseUrl, Dialect};
 use crate::value::Value;
 
-pub(crate) use prefetch::Prefetch;
+pub use prefetch::{BATCH, Prefetch};
 
 /// Opens connections to one database.
 pub trait Driver: Send + Sync + 'static {

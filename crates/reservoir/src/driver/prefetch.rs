@@ -10,21 +10,33 @@ use crate::pool::BoxFuture;
 use crate::row::Row;
 
 /// Rows per request to a batched source.
-pub(crate) const BATCH: usize = 512;
+pub const BATCH: usize = 512;
 
-/// A batched source's read-ahead state, kept by the source itself.
+/// A batched source's read-ahead state, kept by the source itself: its
+/// [`RowSource::poll_next`](super::RowSource::poll_next) calls
+/// [`Prefetch::poll_next`] with a closure that requests a batch.
 #[derive(Default)]
-pub(crate) struct Prefetch {
+pub struct Prefetch {
     in_flight: Option<BoxFuture<'static, Result<Vec<Row>>>>,
     buffered: std::vec::IntoIter<Row>,
     finished: bool,
+}
+
+impl std::fmt::Debug for Prefetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prefetch")
+            .field("buffered", &self.buffered.len())
+            .field("in_flight", &self.in_flight.is_some())
+            .field("finished", &self.finished)
+            .finish()
+    }
 }
 
 impl Prefetch {
     /// The next row, asking `fetch` for batches of [`BATCH`]. A source's
     /// `fetch` should send its request when called (not when first polled):
     /// the next batch is then produced while this one is consumed.
-    pub(crate) fn poll_next(
+    pub fn poll_next(
         &mut self,
         cx: &mut Context<'_>,
         mut fetch: impl FnMut(usize) -> BoxFuture<'static, Result<Vec<Row>>>,
