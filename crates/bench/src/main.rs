@@ -31,6 +31,9 @@ fn main() {
     if wants("postgres") {
         postgres::run();
     }
+    if which.iter().any(|w| w == "pg-bulk") {
+        postgres::run_bulk();
+    }
     if which.iter().any(|w| w == "pg-stream") {
         postgres::run_streaming();
     }

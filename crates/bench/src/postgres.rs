@@ -45,6 +45,16 @@ pub fn run() {
     }
     print_table("point select by primary key", "selects/s", &ours, &peers);
 
+    bulk_section(&rt);
+    streaming_section(&rt);
+}
+
+/// Only the bulk-load comparison (`-- pg-bulk`).
+pub fn run_bulk() {
+    bulk_section(&runtime());
+}
+
+fn bulk_section(rt: &tokio::runtime::Runtime) {
     let (ours, peers) = rt.block_on(bulk());
     print_table(
         &format!("{BULK} rows inserted in one transaction (median of {BULK_ROUNDS} interleaved rounds)"),
@@ -52,7 +62,6 @@ pub fn run() {
         &ours,
         &peers,
     );
-    streaming_section(&rt);
 }
 
 /// Only the streaming comparison (`-- pg-stream`).

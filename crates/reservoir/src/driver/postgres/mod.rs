@@ -22,7 +22,7 @@ mod types;
 use cancel::PgCancel;
 use error::{describe, map_error};
 use rows::{PgCursor, PgRows};
-use types::{Prepared, Shape, as_refs, binds, read_row, typed};
+use types::{PgBind, Prepared, Shape, as_refs, binds, read_row, typed};
 
 use super::{Driver, DriverOptions, InFlight, Query, RawConnection, RowSource};
 use crate::error::{Error, ErrorKind, Result};
@@ -246,6 +246,8 @@ impl PgConnection {
         let sink = self.client.copy_in(copy).await.map_err(map_error)?;
         let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
         let mut writer = std::pin::pin!(writer);
+        // One vector of bindings, refilled for each row.
+        let mut b: Vec<PgBind<'_>> = Vec::with_capacity(types.len());
         for row in rows {
             if row.len() != types.len() {
                 return Err(Error::new(
@@ -253,8 +255,9 @@ impl PgConnection {
                     format!("a row has {} values for {} columns", row.len(), types.len()),
                 ));
             }
-            let b = binds(row);
-            writer.as_mut().write(&as_refs(&b)).await.map_err(map_error)?;
+            b.clear();
+            b.extend(row.iter().map(PgBind));
+            writer.as_mut().write_raw(b.iter()).await.map_err(map_error)?;
         }
         writer.finish().await.map_err(map_error)
     }

@@ -311,7 +311,7 @@ fn read_array(ty: &Type, member: &Type, raw: &[u8]) -> std::result::Result<Value
 /// A `Value` bound to a parameter of whatever type the server inferred:
 /// converted (with range checks) to that type, or sent as text.
 #[derive(Debug)]
-pub(super) struct PgBind<'a>(&'a Value);
+pub(super) struct PgBind<'a>(pub(super) &'a Value);
 
 type BoxError = Box<dyn std::error::Error + Sync + Send>;
 
