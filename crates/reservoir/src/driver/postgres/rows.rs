@@ -79,10 +79,9 @@ impl PgRows {
         loop {
             match &mut self.portal {
                 Portal::Unsent(_) => {
-                    let Portal::Unsent(unsent) = std::mem::replace(&mut self.portal, Portal::Done) else {
-                        unreachable!("matched above");
-                    };
-                    self.portal = Portal::Starting(Box::pin(start(unsent)));
+                    if let Portal::Unsent(unsent) = std::mem::replace(&mut self.portal, Portal::Done) {
+                        self.portal = Portal::Starting(Box::pin(start(unsent)));
+                    }
                 }
                 Portal::Starting(starting) => match std::task::ready!(starting.as_mut().poll(cx)) {
                     Ok((rows, shape)) => {

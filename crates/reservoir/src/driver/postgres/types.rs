@@ -112,8 +112,8 @@ fn is_binary(ty: &Type) -> bool {
 
 // ---- values --------------------------------------------------------------
 
-/// A result's columns and how to read each, worked out once per result
-/// (per prepared statement) rather than per value.
+/// A result's columns, and whether each can be read, worked out once per
+/// result (per prepared statement) rather than per row.
 #[derive(Clone)]
 pub(super) struct Shape {
     pub(super) columns: Arc<[Column]>,
