@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use crate::driver::RowSource;
 use crate::error::Result;
 use crate::row::Row;
+use crate::stream::RowStream;
 
 /// A cursor over a query; borrows its connection until dropped.
 ///
@@ -32,7 +33,7 @@ impl std::fmt::Debug for Cursor<'_> {
     }
 }
 
-impl Cursor<'_> {
+impl<'c> Cursor<'c> {
     pub(crate) fn new(source: Box<dyn RowSource>) -> Self {
         Cursor {
             source,
@@ -59,5 +60,29 @@ impl Cursor<'_> {
             return Ok(0);
         }
         self.source.forward(n).await
+    }
+
+    /// The rows not yet read, as a stream that reads ahead in batches
+    /// (asyncpg's `async for` over a cursor). It takes the cursor, so the
+    /// rows it has read ahead cannot be skipped by a later `fetch`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> reservoir::Result<()> {
+    /// let engine = reservoir::Engine::connect("sqlite::memory:").await?;
+    /// let mut conn = engine.acquire().await?;
+    /// let mut tx = conn.begin().await?;
+    /// let sql = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 10) SELECT x FROM n";
+    /// let mut cur = tx.cursor(sql, ()).await?;
+    /// cur.forward(7).await?;
+    /// let mut rest = cur.into_stream();
+    /// let mut seen = Vec::new();
+    /// while let Some(row) = rest.next().await {
+    ///     seen.push(row?.get::<i64>(0)?);
+    /// }
+    /// assert_eq!(seen, [8, 9, 10]);
+    /// # Ok(()) }
+    /// ```
+    pub fn into_stream(self) -> RowStream<'c> {
+        RowStream::open(self.source)
     }
 }

@@ -43,6 +43,17 @@ impl RowStream<'_> {
         }
     }
 
+    /// Rows of a source already open (a cursor's).
+    pub(crate) fn open(source: Box<dyn RowSource>) -> Self {
+        RowStream {
+            opening: None,
+            source: Some(source),
+            error: None,
+            finished: false,
+            _conn: PhantomData,
+        }
+    }
+
     pub(crate) fn failed(error: Error) -> Self {
         RowStream {
             opening: None,

@@ -36,6 +36,7 @@ per_dialect!(
     streaming_a_million_rows_keeps_memory_flat,
     a_stream_dropped_early_frees_the_connection,
     cursors_forward_and_fetch,
+    a_cursor_streams_the_rest_in_batches,
     close_with_interrupt_cancels_a_running_statement,
     close_waits_for_checked_out_connections,
     flood_is_served_up_to_capacity_plus_backlog,
@@ -605,6 +606,29 @@ async fn cursors_forward_and_fetch(db: Db) {
         assert_eq!(cur.forward(1000).await.unwrap(), 399, "forward stops at the end");
         assert!(cur.fetch(10).await.unwrap().is_empty());
         assert!(cur.fetch_one().await.unwrap().is_none());
+    }
+    tx.commit().await.unwrap();
+}
+
+async fn a_cursor_streams_the_rest_in_batches(db: Db) {
+    let engine = db.engine().await;
+    let mut conn = engine.acquire().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    {
+        // More rows than one read-ahead batch (512), after a skip and a fetch.
+        let mut cur = tx.cursor(&db.series(1000), ()).await.unwrap();
+        assert_eq!(cur.forward(10).await.unwrap(), 10);
+        assert_eq!(cur.fetch(5).await.unwrap()[4].get::<i64>(0).unwrap(), 15);
+        let mut rest = cur.into_stream();
+        let (mut n, mut first, mut sum) = (0, None, 0i64);
+        while let Some(row) = rest.next().await {
+            let x: i64 = row.unwrap().get(0).unwrap();
+            first.get_or_insert(x);
+            n += 1;
+            sum += x;
+        }
+        assert_eq!((n, first), (985, Some(16)));
+        assert_eq!(sum, (16..=1000).sum::<i64>());
     }
     tx.commit().await.unwrap();
 }
