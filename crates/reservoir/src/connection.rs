@@ -386,8 +386,8 @@ impl Connection {
         deserialize_all(&self.fetch_all(sql, params).await?)
     }
 
-    /// Streams the rows: they are read in batches as the stream is polled,
-    /// so memory stays flat for any result size.
+    /// Streams the rows: they are read as the stream is polled (a little
+    /// ahead at most), so memory stays flat for any result size.
     pub fn fetch(&mut self, sql: &str, params: impl IntoParams) -> RowStream<'_> {
         match self.bind(sql, params.into_params()) {
             Ok((sql, values)) => {

@@ -18,16 +18,16 @@ use crate::row::Row;
 pub struct RowStream<'c> {
     /// Locking (and if lazy, checking out) the connection, then starting the query.
     opening: Option<BoxFuture<'static, Result<Box<dyn RowSource>>>>,
+    /// `None` once the rows have ended (or failed to start).
     source: Option<Box<dyn RowSource>>,
     error: Option<Error>,
-    finished: bool,
     _conn: PhantomData<&'c mut ()>,
 }
 
 impl std::fmt::Debug for RowStream<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RowStream")
-            .field("finished", &self.finished)
+            .field("finished", &(self.opening.is_none() && self.source.is_none()))
             .finish_non_exhaustive()
     }
 }
@@ -38,7 +38,6 @@ impl RowStream<'_> {
             opening: Some(opening),
             source: None,
             error: None,
-            finished: false,
             _conn: PhantomData,
         }
     }
@@ -49,7 +48,6 @@ impl RowStream<'_> {
             opening: None,
             source: Some(source),
             error: None,
-            finished: false,
             _conn: PhantomData,
         }
     }
@@ -59,7 +57,6 @@ impl RowStream<'_> {
             opening: None,
             source: None,
             error: Some(error),
-            finished: false,
             _conn: PhantomData,
         }
     }
@@ -84,17 +81,15 @@ impl Stream for RowStream<'_> {
             }
         }
         if let Some(error) = this.error.take() {
-            this.finished = true;
             return Poll::Ready(Some(Err(error)));
         }
-        let Some(source) = this.source.as_mut().filter(|_| !this.finished) else {
+        let Some(source) = this.source.as_mut() else {
             return Poll::Ready(None);
         };
         let next = std::task::ready!(source.poll_next(cx));
         if !matches!(next, Some(Ok(_))) {
             // The end, or an error (which ends the stream too): give the
             // connection back now rather than when the stream is dropped.
-            this.finished = true;
             this.source = None;
         }
         Poll::Ready(next)

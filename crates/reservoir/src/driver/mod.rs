@@ -64,7 +64,7 @@ pub trait RawConnection: Send + 'static {
             out
         })
     }
-    /// Starts a query whose rows are pulled in batches (streams, cursors).
+    /// Starts a query whose rows are pulled on demand (streams, cursors).
     /// Errors surface on the first pull.
     fn open_rows(&mut self, sql: &str, params: Vec<Value>) -> Box<dyn RowSource>;
     /// Bulk-loads rows into `table` (quoted identifiers, values in `columns`
