@@ -35,6 +35,7 @@ per_dialect!(
     a_dropped_query_future_leaves_the_connection_clean,
     streaming_a_million_rows_keeps_memory_flat,
     a_stream_dropped_early_frees_the_connection,
+    a_connection_moves_from_task_to_task,
     cursors_forward_and_fetch,
     a_cursor_streams_the_rest_in_batches,
     close_with_interrupt_cancels_a_running_statement,
@@ -586,6 +587,32 @@ async fn a_stream_dropped_early_frees_the_connection(db: Db) {
     let mut bad = conn.fetch("SELECT * FROM no_such_table_at_all", ());
     assert!(bad.next().await.unwrap().is_err());
     assert!(bad.next().await.is_none());
+}
+
+/// A connection handed on from task to task (the runtime has two worker
+/// threads) answers in each, also after the task before it dropped a
+/// stream half read: the task running a statement is the one its I/O
+/// wakes.
+async fn a_connection_moves_from_task_to_task(db: Db) {
+    let engine = db.builder().pool_size(1).max_overflow(0).build().await.unwrap();
+    let mut conn = engine.acquire().await.unwrap();
+    for i in 1..=40u64 {
+        let sql = db.series(i);
+        conn = tokio::spawn(async move {
+            let rows = conn.fetch_all(&sql, ()).await.unwrap();
+            assert_eq!(rows.len() as u64, i);
+            let mut stream = conn.fetch(&sql, ());
+            assert_eq!(stream.next().await.unwrap().unwrap().get::<i64>(0).unwrap(), 1);
+            drop(stream);
+            conn
+        })
+        .await
+        .unwrap();
+    }
+    let n: i64 = conn.fetch_scalar("SELECT 41", ()).await.unwrap();
+    assert_eq!(n, 41);
+    drop(conn);
+    assert_eq!(engine.stats().created, 1, "one connection served every task");
 }
 
 async fn cursors_forward_and_fetch(db: Db) {

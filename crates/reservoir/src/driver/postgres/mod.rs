@@ -15,12 +15,14 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 mod cancel;
 mod config;
 mod error;
+mod io;
 mod rows;
 mod tls;
 mod types;
 
 use cancel::PgCancel;
 use error::{describe, map_error};
+use io::{Io, driven};
 use rows::{PgCursor, PgRows};
 use types::{PgBind, Prepared, Shape, as_refs, binds, read_row, typed};
 
@@ -84,22 +86,22 @@ impl Driver for PostgresDriver {
                     format!("cannot connect to PostgreSQL: {}", describe(&e)),
                 )
             };
-            let (client, closed) = match &self.tls {
+            let (client, io) = match &self.tls {
                 Some(tls) => {
                     let (client, connection) =
                         self.config.connect(tls.clone()).await.map_err(connect_error)?;
-                    (client, drive(connection))
+                    (client, Io::start(connection))
                 }
                 None => {
                     let (client, connection) = self.config.connect(NoTls).await.map_err(connect_error)?;
-                    (client, drive(connection))
+                    (client, Io::start(connection))
                 }
             };
             let cancel = client.cancel_token();
             Ok(Box::new(PgConnection {
                 client: Arc::new(client),
                 cache: NonZeroUsize::new(self.cache_size).map(LruCache::new),
-                closed,
+                io,
                 dirty: Arc::new(AtomicBool::new(false)),
                 in_tx: false,
                 queued: Vec::new(),
@@ -114,27 +116,13 @@ impl Driver for PostgresDriver {
     }
 }
 
-/// Runs the connection's I/O on its own task; the flag turns true when it ends.
-fn drive<F>(connection: F) -> Arc<AtomicBool>
-where
-    F: std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>> + Send + 'static,
-{
-    let closed = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&closed);
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "PostgreSQL connection ended");
-        }
-        flag.store(true, SeqCst);
-    });
-    closed
-}
-
 struct PgConnection {
     client: Arc<Client>,
     /// Prepared statements with their result columns; `None`: caching off.
     cache: Option<LruCache<String, Prepared>>,
-    closed: Arc<AtomicBool>,
+    /// The socket I/O: polled by its own task, or by an operation that
+    /// receives many messages while it runs.
+    io: Arc<Io>,
     /// An operation was dropped mid-flight: cancel and resync before reuse.
     dirty: Arc<AtomicBool>,
     in_tx: bool,
@@ -304,7 +292,7 @@ impl RawConnection for PgConnection {
     }
 
     fn execute_many<'a>(&'a mut self, sql: &'a str, sets: Vec<Vec<Value>>) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(async move {
+        driven(Arc::clone(&self.io), async move {
             let mut op = InFlight::new(&self.dirty);
             let all: Vec<&[Value]> = sets.iter().map(Vec::as_slice).collect();
             let target = self.ready(sql, &all).await?;
@@ -359,6 +347,7 @@ impl RawConnection for PgConnection {
     fn open_rows(&mut self, sql: &str, params: Vec<Value>) -> Box<dyn RowSource> {
         Box::new(PgRows::new(
             Arc::clone(&self.client),
+            &self.io,
             sql.to_string(),
             params,
             std::mem::take(&mut self.queued),
@@ -395,7 +384,7 @@ impl RawConnection for PgConnection {
             };
             execute_one(&self.client, &target, &params).await?;
             op.finished = true;
-            Ok(Box::new(PgCursor::new(Arc::clone(&self.client), name)) as Box<dyn RowSource>)
+            Ok(Box::new(PgCursor::new(Arc::clone(&self.client), &self.io, name)) as Box<dyn RowSource>)
         })
     }
 
@@ -408,7 +397,7 @@ impl RawConnection for PgConnection {
         let cols = columns.join(", ");
         let probe = format!("SELECT {cols} FROM {table} LIMIT 0");
         let copy = format!("COPY {table} ({cols}) FROM STDIN BINARY");
-        Box::pin(async move {
+        driven(Arc::clone(&self.io), async move {
             let mut op = InFlight::new(&self.dirty);
             self.flush_queued().await?;
             // Asking for the column types prepares a named statement: behind
@@ -456,7 +445,7 @@ impl RawConnection for PgConnection {
     }
 
     fn is_broken(&self) -> bool {
-        self.closed.load(SeqCst) || self.client.is_closed()
+        self.io.is_closed() || self.client.is_closed()
     }
 
     fn interrupt_handle(&self) -> Option<Arc<dyn Interrupt>> {

@@ -11,6 +11,7 @@ use tokio_postgres::Client;
 
 use super::check_count;
 use super::error::map_error;
+use super::io::{Driving, Io, driven};
 use super::types::{Shape, as_refs, binds, read_row, typed};
 use crate::driver::{Prefetch, RowSource};
 use crate::error::Result;
@@ -43,6 +44,8 @@ struct Unsent {
 /// stream decodes and frees each row before the next (no batch is kept).
 pub(super) struct PgRows {
     portal: Portal,
+    /// This task polls the connection's I/O from the first pull to the end.
+    driving: Driving,
     /// From the prepared statement, or (unnamed) from the first row.
     shape: Option<Shape>,
     dirty: Arc<AtomicBool>,
@@ -53,6 +56,7 @@ impl PgRows {
     /// `unnamed` with parameters typed by their values.
     pub(super) fn new(
         client: Arc<Client>,
+        io: &Arc<Io>,
         sql: String,
         params: Vec<Value>,
         queued: Vec<String>,
@@ -68,6 +72,7 @@ impl PgRows {
         };
         PgRows {
             portal: Portal::Unsent(unsent),
+            driving: Driving::new(io),
             shape: None,
             dirty,
         }
@@ -76,37 +81,54 @@ impl PgRows {
     /// The next row as tokio-postgres gives it (`None` at the end; an
     /// error ends the rows).
     fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<tokio_postgres::Row>>> {
-        loop {
-            match &mut self.portal {
-                Portal::Unsent(_) => {
-                    if let Portal::Unsent(unsent) = std::mem::replace(&mut self.portal, Portal::Done) {
-                        self.portal = Portal::Starting(Box::pin(start(unsent)));
-                    }
-                }
-                Portal::Starting(starting) => match std::task::ready!(starting.as_mut().poll(cx)) {
-                    Ok((rows, shape)) => {
-                        self.shape = shape;
-                        self.portal = Portal::Streaming(rows);
-                    }
-                    Err(e) => {
-                        self.portal = Portal::Done;
-                        return Poll::Ready(Some(Err(e)));
-                    }
-                },
-                Portal::Streaming(rows) => {
-                    let next = std::task::ready!(rows.as_mut().poll_next(cx));
-                    if !matches!(next, Some(Ok(_))) {
-                        self.portal = Portal::Done;
-                    }
-                    return Poll::Ready(next.map(|row| row.map_err(map_error)));
-                }
-                Portal::Done => return Poll::Ready(None),
-            }
+        if matches!(self.portal, Portal::Done) {
+            return Poll::Ready(None);
         }
+        let (portal, shape) = (&mut self.portal, &mut self.shape);
+        let next = std::task::ready!(self.driving.poll(cx, |cx| poll_portal(portal, shape, cx)));
+        if matches!(self.portal, Portal::Done) {
+            self.driving.stop();
+        }
+        Poll::Ready(next)
     }
 
     fn next_raw(&mut self) -> impl Future<Output = Option<Result<tokio_postgres::Row>>> + '_ {
         std::future::poll_fn(move |cx| self.poll_raw(cx))
+    }
+}
+
+/// Moves `portal` along to its next row, or to its end.
+fn poll_portal(
+    portal: &mut Portal,
+    shape: &mut Option<Shape>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<tokio_postgres::Row>>> {
+    loop {
+        match portal {
+            Portal::Unsent(_) => {
+                if let Portal::Unsent(unsent) = std::mem::replace(portal, Portal::Done) {
+                    *portal = Portal::Starting(Box::pin(start(unsent)));
+                }
+            }
+            Portal::Starting(starting) => match std::task::ready!(starting.as_mut().poll(cx)) {
+                Ok((rows, started)) => {
+                    *shape = started;
+                    *portal = Portal::Streaming(rows);
+                }
+                Err(e) => {
+                    *portal = Portal::Done;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            },
+            Portal::Streaming(rows) => {
+                let next = std::task::ready!(rows.as_mut().poll_next(cx));
+                if !matches!(next, Some(Ok(_))) {
+                    *portal = Portal::Done;
+                }
+                return Poll::Ready(next.map(|row| row.map_err(map_error)));
+            }
+            Portal::Done => return Poll::Ready(None),
+        }
     }
 }
 
@@ -191,15 +213,17 @@ impl Drop for PgRows {
 
 pub(super) struct PgCursor {
     client: Arc<Client>,
+    io: Arc<Io>,
     name: String,
     prefetch: Prefetch,
 }
 
 impl PgCursor {
     /// A cursor already declared as `name` on `client`.
-    pub(super) fn new(client: Arc<Client>, name: String) -> Self {
+    pub(super) fn new(client: Arc<Client>, io: &Arc<Io>, name: String) -> Self {
         PgCursor {
             client,
+            io: Arc::clone(io),
             name,
             prefetch: Prefetch::default(),
         }
@@ -207,10 +231,15 @@ impl PgCursor {
 }
 
 /// The next `n` rows of cursor `name`.
-fn fetch_forward(client: &Arc<Client>, name: &str, n: usize) -> BoxFuture<'static, Result<Vec<Row>>> {
+fn fetch_forward(
+    client: &Arc<Client>,
+    io: &Arc<Io>,
+    name: &str,
+    n: usize,
+) -> BoxFuture<'static, Result<Vec<Row>>> {
     let client = Arc::clone(client);
     let sql = format!("FETCH FORWARD {n} FROM {name}");
-    Box::pin(async move {
+    driven(Arc::clone(io), async move {
         // Unnamed: one round trip, and nothing left behind for a pooler.
         let rows = client.query_typed(&sql, &[]).await.map_err(map_error)?;
         let Some(first) = rows.first() else {
@@ -223,12 +252,13 @@ fn fetch_forward(client: &Arc<Client>, name: &str, n: usize) -> BoxFuture<'stati
 
 impl RowSource for PgCursor {
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Row>>> {
-        let (client, name) = (&self.client, &self.name);
-        self.prefetch.poll_next(cx, |n| fetch_forward(client, name, n))
+        let (client, io, name) = (&self.client, &self.io, &self.name);
+        self.prefetch
+            .poll_next(cx, |n| fetch_forward(client, io, name, n))
     }
 
     fn fetch(&mut self, n: usize) -> BoxFuture<'static, Result<Vec<Row>>> {
-        fetch_forward(&self.client, &self.name, n)
+        fetch_forward(&self.client, &self.io, &self.name, n)
     }
 
     fn forward(&mut self, n: u64) -> BoxFuture<'static, Result<u64>> {
