@@ -37,30 +37,38 @@ pub fn run_time() -> Duration {
 
 /// Runs `tasks` copies of `op` in a loop for `run_time()` and returns
 /// operations per second (the median of three runs, after a warm-up).
+/// With `BENCH_CPU` set, also prints this process's CPU time per operation
+/// (the median run's) to stderr: steadier than rates on a shared machine.
 pub async fn throughput<F, Fut>(tasks: usize, op: F) -> f64
 where
     F: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send,
 {
-    let mut rates = Vec::new();
+    let mut runs = Vec::new();
     for round in 0..4 {
         let length = if round == 0 { run_time() / 4 } else { run_time() };
-        let rate = one_run(tasks, length, op.clone()).await;
+        let run = one_run(tasks, length, op.clone()).await;
         if round > 0 {
-            rates.push(rate);
+            runs.push(run);
         }
     }
-    rates.sort_by(f64::total_cmp);
-    rates[rates.len() / 2]
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (rate, cpu) = runs[runs.len() / 2];
+    if std::env::var_os("BENCH_CPU").is_some() {
+        eprintln!("client CPU per operation: {:.1} us", cpu * 1e6);
+    }
+    rate
 }
 
-async fn one_run<F, Fut>(tasks: usize, length: Duration, op: F) -> f64
+/// One timed run: operations per second, and CPU seconds per operation.
+async fn one_run<F, Fut>(tasks: usize, length: Duration, op: F) -> (f64, f64)
 where
     F: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send,
 {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let handles: Vec<_> = (0..tasks)
         .map(|_| {
@@ -90,7 +98,21 @@ where
     for h in handles {
         h.await.expect("benchmark task");
     }
-    done.load(Relaxed) as f64 / started.elapsed().as_secs_f64()
+    let ops = done.load(Relaxed) as f64;
+    (
+        ops / started.elapsed().as_secs_f64(),
+        (cpu_seconds() - cpu_before) / ops,
+    )
+}
+
+/// CPU time this process has used (user + system), from /proc/self/stat.
+pub fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// One row of a results table: a name and a rate.

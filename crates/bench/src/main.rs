@@ -31,6 +31,9 @@ fn main() {
     if wants("postgres") {
         postgres::run();
     }
+    if which.iter().any(|w| w == "pg-select") {
+        postgres::run_select();
+    }
     if which.iter().any(|w| w == "pg-bulk") {
         postgres::run_bulk();
     }

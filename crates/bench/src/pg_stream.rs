@@ -9,6 +9,10 @@
 //! the runtime's workers (tokio-postgres then hands every chunk of rows
 //! from its connection task to another thread).
 //!
+//! Beside the rates, each contender's client CPU time per row (this
+//! process's, both placements together, median over the rounds): on a
+//! shared machine it moves far less from run to run than the rates do.
+//!
 //! `PG_STREAM_ONLY=<part of a name>` runs only the contenders named so, to
 //! profile one alone.
 
@@ -34,6 +38,8 @@ struct Contender {
     run: Run,
     spawned: Vec<f64>,
     on_caller: Vec<f64>,
+    /// This process's CPU time per row (both placements), in nanoseconds.
+    cpu: Vec<f64>,
     /// The most RSS grew during one of its runs.
     growth: u64,
 }
@@ -47,6 +53,7 @@ where
         run: Box::new(move || Box::pin(run())),
         spawned: Vec::new(),
         on_caller: Vec::new(),
+        cpu: Vec::new(),
         growth: 0,
     }
 }
@@ -146,10 +153,13 @@ pub async fn run() {
         .unwrap_or(ROUNDS);
     for _ in 0..rounds {
         for c in &mut contenders {
+            let cpu = crate::harness::cpu_seconds();
             let (rate, grew) = timed(tokio::spawn((c.run)())).await;
             c.spawned.push(rate);
             let (rate, grew_too) = timed(async { Ok::<_, ()>((c.run)().await) }).await;
             c.on_caller.push(rate);
+            c.cpu
+                .push((crate::harness::cpu_seconds() - cpu) / (2 * ACCOUNTS) as f64 * 1e9);
             c.growth = c.growth.max(grew).max(grew_too);
         }
     }
@@ -213,13 +223,16 @@ fn median(rates: &mut [f64]) -> f64 {
 
 fn print(contenders: &mut [Contender], rounds: usize) {
     println!("\n### streaming 1,000,000 rows of pgbench_accounts (median of {rounds} interleaved rounds)\n");
-    println!("| implementation | rows/s, spawned task | rows/s, block_on thread | RSS growth |");
-    println!("|---|---:|---:|---:|");
+    println!(
+        "| implementation | rows/s, spawned task | rows/s, block_on thread | client CPU ns/row | RSS growth |"
+    );
+    println!("|---|---:|---:|---:|---:|");
     let mut medians = Vec::new();
     for c in contenders.iter_mut() {
         let (spawned, on_caller) = (median(&mut c.spawned), median(&mut c.on_caller));
+        let cpu = median(&mut c.cpu);
         println!(
-            "| {} | {spawned:.0} | {on_caller:.0} | {} MiB |",
+            "| {} | {spawned:.0} | {on_caller:.0} | {cpu:.0} | {} MiB |",
             c.name,
             c.growth >> 20
         );

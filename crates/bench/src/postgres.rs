@@ -30,8 +30,19 @@ fn next_aid() -> i32 {
 }
 
 pub fn run() {
-    prepare_table();
     let rt = runtime();
+    select_section(&rt);
+    bulk_section(&rt);
+    streaming_section(&rt);
+}
+
+/// Only the point-select comparison (`-- pg-select`).
+pub fn run_select() {
+    select_section(&runtime());
+}
+
+fn select_section(rt: &tokio::runtime::Runtime) {
+    prepare_table();
     println!(
         "\n## PostgreSQL point select (pgbench_accounts, scale 10), {TASKS} tasks, {CONNECTIONS} connections"
     );
@@ -44,9 +55,6 @@ pub fn run() {
         });
     }
     print_table("point select by primary key", "selects/s", &ours, &peers);
-
-    bulk_section(&rt);
-    streaming_section(&rt);
 }
 
 /// Only the bulk-load comparison (`-- pg-bulk`).
