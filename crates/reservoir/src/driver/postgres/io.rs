@@ -41,7 +41,8 @@ struct State {
     connection: Option<ConnectionFuture>,
     /// Operations driving the I/O now; the background task waits while any do.
     drivers: usize,
-    /// The background task, woken when the last driver stops.
+    /// The background task's waker: the I/O is polled with it when the last
+    /// driver stops, and it is woken when the connection ends.
     background: Option<Waker>,
 }
 
