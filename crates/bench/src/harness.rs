@@ -37,9 +37,9 @@ pub fn run_time() -> Duration {
 
 /// Runs `tasks` copies of `op` in a loop for `run_time()` and returns
 /// operations per second (the median of three runs, after a warm-up).
-/// With `BENCH_CPU` set, also prints this process's CPU time per operation
-/// (the median run's) to stderr: steadier than rates on a shared machine.
-pub async fn throughput<F, Fut>(tasks: usize, op: F) -> f64
+/// Also gives this process's CPU time per operation (the median run's),
+/// which moves less than the rate on a shared machine.
+pub async fn throughput<F, Fut>(tasks: usize, op: F) -> Rate
 where
     F: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send,
@@ -53,11 +53,11 @@ where
         }
     }
     runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (rate, cpu) = runs[runs.len() / 2];
-    if std::env::var_os("BENCH_CPU").is_some() {
-        eprintln!("client CPU per operation: {:.1} us", cpu * 1e6);
+    let (per_sec, cpu) = runs[runs.len() / 2];
+    Rate {
+        per_sec,
+        cpu_us: Some(cpu * 1e6),
     }
-    rate
 }
 
 /// One timed run: operations per second, and CPU seconds per operation.
@@ -115,24 +115,52 @@ pub fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// A measured rate, and (from `throughput`) the client CPU time per operation.
+#[derive(Clone, Copy)]
+pub struct Rate {
+    pub per_sec: f64,
+    pub cpu_us: Option<f64>,
+}
+
+impl From<f64> for Rate {
+    fn from(per_sec: f64) -> Rate {
+        Rate {
+            per_sec,
+            cpu_us: None,
+        }
+    }
+}
+
 /// One row of a results table: a name and a rate.
 pub struct Row {
     pub name: &'static str,
-    pub rate: f64,
+    pub rate: Rate,
 }
 
-/// Prints a markdown table with each rate's ratio to the best peer's.
+/// Prints a markdown table with each rate's ratio to the best peer's, and
+/// a client CPU column when some rate has one.
 pub fn print_table(title: &str, unit: &str, ours: &[Row], peers: &[Row]) {
-    let best_peer = peers.iter().map(|r| r.rate).fold(0.0, f64::max);
+    let best_peer = peers.iter().map(|r| r.rate.per_sec).fold(0.0, f64::max);
+    let with_cpu = ours.iter().chain(peers).any(|r| r.rate.cpu_us.is_some());
     println!("\n### {title}\n");
-    println!("| implementation | {unit} | vs best peer |");
-    println!("|---|---:|---:|");
+    if with_cpu {
+        println!("| implementation | {unit} | vs best peer | client CPU us/op |");
+        println!("|---|---:|---:|---:|");
+    } else {
+        println!("| implementation | {unit} | vs best peer |");
+        println!("|---|---:|---:|");
+    }
     for row in ours.iter().chain(peers) {
         let ratio = if best_peer > 0.0 {
-            row.rate / best_peer
+            row.rate.per_sec / best_peer
         } else {
             f64::NAN
         };
-        println!("| {} | {:.0} | {:.2}x |", row.name, row.rate, ratio);
+        let cpu = match (with_cpu, row.rate.cpu_us) {
+            (false, _) => String::new(),
+            (true, Some(us)) => format!(" {us:.2} |"),
+            (true, None) => " - |".into(),
+        };
+        println!("| {} | {:.0} | {ratio:.2}x |{cpu}", row.name, row.rate.per_sec);
     }
 }

@@ -6,7 +6,7 @@
 use reservoir::Engine;
 use reservoir::value::ToValue;
 
-use crate::harness::{Row, throughput};
+use crate::harness::{Rate, Row, throughput};
 
 async fn engine(url: &str, connections: usize, pipeline_reads: bool) -> Engine {
     Engine::builder(url)
@@ -24,7 +24,7 @@ async fn connectionless<K: ToValue + Send + 'static>(
     tasks: usize,
     sql: &'static str,
     key: fn() -> K,
-) -> f64 {
+) -> Rate {
     let e = engine.clone();
     throughput(tasks, move || {
         let engine = e.clone();

@@ -51,7 +51,7 @@ fn select_section(rt: &tokio::runtime::Runtime) {
     if let Some(tps) = pgbench_select() {
         peers.push(Row {
             name: "pgbench -S -M prepared -c 8 -j 2 (C reference)",
-            rate: tps,
+            rate: tps.into(),
         });
     }
     print_table("point select by primary key", "selects/s", &ours, &peers);
@@ -227,7 +227,7 @@ async fn bulk() -> (Vec<Row>, Vec<Row>) {
         rates.sort_by(f64::total_cmp);
         let row = Row {
             name,
-            rate: rates[rates.len() / 2],
+            rate: rates[rates.len() / 2].into(),
         };
         if is_ours { ours.push(row) } else { peers.push(row) }
     }

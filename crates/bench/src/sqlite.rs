@@ -41,7 +41,7 @@ pub fn run() {
         &[
             Row {
                 name: "rusqlite direct, sync, 1 thread (the limit)",
-                rate: direct,
+                rate: direct.into(),
             },
             sqlx_1,
         ],
@@ -70,16 +70,16 @@ pub fn run() {
         "rows/s",
         &[Row {
             name: "reservoir tx.execute_many",
-            rate: ours,
+            rate: ours.into(),
         }],
         &[
             Row {
                 name: "rusqlite direct, prepared, 1 thread (the limit)",
-                rate: direct,
+                rate: direct.into(),
             },
             Row {
                 name: "sqlx 0.9 row by row in a transaction",
-                rate: sqlx,
+                rate: sqlx.into(),
             },
         ],
     );
@@ -225,7 +225,7 @@ async fn point_selects(url: &str, path: &Path) -> (Vec<Row>, Row, Vec<Row>, Row)
         vec![
             Row {
                 name: "reservoir conn.fetch_one (exclusive checkout)",
-                rate: exclusive,
+                rate: exclusive.into(),
             },
             Row {
                 name: "reservoir engine.fetch_one (connectionless)",
