@@ -32,7 +32,8 @@ type ConnectionFuture = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::E
 /// The I/O half of one connection, and who is polling it.
 pub(super) struct Io {
     state: Mutex<State>,
-    /// The I/O has ended (server gone, socket error, or terminated).
+    /// The I/O has ended (server gone, socket error, or terminated): a
+    /// lock-free copy of `connection.is_none()`, read at every check-in.
     closed: AtomicBool,
 }
 
