@@ -53,6 +53,39 @@ async fn a_killed_backend_is_detected_discarded_and_replaced() {
     assert!(engine.stats().broken >= 1);
 }
 
+/// A stream reads the socket from its own task: when the server goes away
+/// mid-stream it ends with a disconnect (after the rows already sent), and
+/// the pool replaces the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_killed_mid_stream_ends_the_stream_with_a_disconnect() {
+    let engine = single_connection_engine().await;
+    let mut conn = engine.acquire().await.unwrap();
+    let pid = backend_pid(&mut conn).await;
+    let mut stream = conn.fetch("SELECT generate_series(1, 100000000)", ());
+    assert!(stream.next().await.unwrap().is_ok());
+    terminate(pid).await;
+    let started = Instant::now();
+    let mut rows = 0u64;
+    let ended = loop {
+        match stream.next().await {
+            Some(Ok(_)) => rows += 1,
+            Some(Err(e)) => break e,
+            None => panic!("the stream ended cleanly after {rows} more rows"),
+        }
+    };
+    assert!(ended.is_disconnect(), "{ended:?}");
+    assert!(rows < 10_000_000, "{rows} rows after the kill");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(stream);
+    drop(conn);
+    let mut conn = engine.acquire().await.expect("the pool serves again");
+    assert_ne!(backend_pid(&mut conn).await, pid);
+}
+
 #[tokio::test]
 async fn pre_ping_hides_a_killed_idle_backend() {
     let engine = Db::postgres()
