@@ -112,6 +112,7 @@ pub fn cpu_seconds() -> f64 {
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // The kernel reports them in USER_HZ ticks, 100 a second on Linux.
     (ticks(11) + ticks(12)) / 100.0
 }
 

@@ -25,6 +25,7 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use reservoir::Engine;
 
+use crate::harness::cpu_seconds;
 use crate::postgres::{ACCOUNTS, URL};
 
 const STREAM: &str = "SELECT aid, bid, abalance, filler FROM pgbench_accounts";
@@ -153,13 +154,12 @@ pub async fn run() {
         .unwrap_or(ROUNDS);
     for _ in 0..rounds {
         for c in &mut contenders {
-            let cpu = crate::harness::cpu_seconds();
+            let cpu = cpu_seconds();
             let (rate, grew) = timed(tokio::spawn((c.run)())).await;
             c.spawned.push(rate);
             let (rate, grew_too) = timed(async { Ok::<_, ()>((c.run)().await) }).await;
             c.on_caller.push(rate);
-            c.cpu
-                .push((crate::harness::cpu_seconds() - cpu) / (2 * ACCOUNTS) as f64 * 1e9);
+            c.cpu.push((cpu_seconds() - cpu) / (2 * ACCOUNTS) as f64 * 1e9);
             c.growth = c.growth.max(grew).max(grew_too);
         }
     }

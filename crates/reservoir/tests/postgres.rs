@@ -157,7 +157,9 @@ async fn a_connection_kept_after_a_dropped_query_does_not_wait_for_it() {
 /// Between operations nobody drives the connection's I/O from a statement,
 /// yet it still moves: a cursor dropped inside a transaction sends its
 /// `CLOSE` from `Drop`, and the server runs it while the application does
-/// nothing with the connection.
+/// nothing with the connection. The `FETCH` before it read the socket from
+/// the test's own task, so this also checks that the I/O was handed back
+/// to the connection's background task when that operation ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_cursor_is_closed_while_the_connection_is_idle() {
     let engine = single_connection_engine().await;

@@ -122,11 +122,8 @@ pub(super) struct Driving {
 }
 
 impl Driving {
-    pub(super) fn new(io: &Arc<Io>) -> Self {
-        Driving {
-            io: Arc::clone(io),
-            active: false,
-        }
+    pub(super) fn new(io: Arc<Io>) -> Self {
+        Driving { io, active: false }
     }
 
     /// Polls `op`, driving the I/O around it: before `op` on the first poll
@@ -182,7 +179,7 @@ impl Drop for Driving {
 
 /// `op`, run with its task driving the connection's I/O.
 pub(super) fn driven<'a, T: 'a>(io: Arc<Io>, op: impl Future<Output = T> + Send + 'a) -> BoxFuture<'a, T> {
-    let mut driving = Driving { io, active: false };
+    let mut driving = Driving::new(io);
     Box::pin(async move {
         let mut op = std::pin::pin!(op);
         let out = std::future::poll_fn(|cx| driving.poll(cx, |cx| op.as_mut().poll(cx))).await;

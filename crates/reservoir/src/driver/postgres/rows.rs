@@ -72,7 +72,7 @@ impl PgRows {
         };
         PgRows {
             portal: Portal::Unsent(unsent),
-            driving: Driving::new(io),
+            driving: Driving::new(Arc::clone(io)),
             shape: None,
             dirty,
         }
