@@ -16,6 +16,7 @@ per_dialect!(
     the_backlog_bound_applies_to_queued_reads,
     dropped_reads_leave_the_engine_healthy,
     close_ends_queued_reads,
+    two_engines_reading_at_once_never_see_each_others_answers,
 );
 
 /// Two connections, pipelining on, no backlog bound (tested on its own).
@@ -213,4 +214,40 @@ async fn close_ends_queued_reads(db: Db) {
             .unwrap();
     }
     assert_eq!(engine.status().size, 0);
+}
+
+/// Two engines on one server (behind PgBouncer: sharing its two server
+/// connections), one pipelining slow reads, the other reading values it
+/// checks: no answer reaches the wrong engine. PgBouncer in transaction
+/// mode hands a server connection on at the first ReadyForQuery, so reads
+/// pipelined through it would deliver their later answers to whichever
+/// client gets that connection next.
+async fn two_engines_reading_at_once_never_see_each_others_answers(db: Db) {
+    let slow = match db.dialect {
+        reservoir::Dialect::Postgres => "SELECT CAST(pg_sleep(0.002) AS TEXT), 1",
+        _ => {
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000) SELECT count(*), 1 FROM c"
+        }
+    };
+    let pipelining = busy_engine(&db).await;
+    let checking = busy_engine(&db).await;
+    let slow_readers: Vec<_> = (0..16)
+        .map(|_| {
+            let engine = pipelining.clone();
+            tokio::spawn(async move {
+                for i in 0..20u64 {
+                    // Some reads are dropped half way, as a timeout would.
+                    let read = engine.fetch_all(slow, ());
+                    if let Ok(rows) = tokio::time::timeout(Duration::from_millis(i % 5), read).await {
+                        let rows = rows.unwrap();
+                        assert_eq!((rows.len(), rows[0].len()), (1, 2), "{rows:?}");
+                    }
+                }
+            })
+        })
+        .collect();
+    read_storm(&db, &checking, 8, 40).await;
+    for reader in slow_readers {
+        reader.await.unwrap();
+    }
 }

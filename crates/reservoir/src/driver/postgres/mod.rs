@@ -330,7 +330,6 @@ impl RawConnection for PgConnection {
             for q in &batch {
                 targets.push(self.target(&q.sql, &[&q.params]).await);
             }
-            // Every request is written before the first answer is read.
             let client = &self.client;
             let runs = batch.iter().zip(&targets).map(|(q, target)| async move {
                 match target {
@@ -338,7 +337,20 @@ impl RawConnection for PgConnection {
                     Err(e) => Err(e.duplicate()),
                 }
             });
-            let out = futures_util::future::join_all(runs).await;
+            let out = if self.cache.is_none() {
+                // The pooler setting: one read after another. PgBouncer in
+                // transaction mode hands the server connection to another
+                // client at the first ReadyForQuery, so the answers of reads
+                // pipelined behind it would reach that client.
+                let mut out = Vec::with_capacity(batch.len());
+                for run in runs {
+                    out.push(run.await);
+                }
+                out
+            } else {
+                // Every request is written before the first answer is read.
+                futures_util::future::join_all(runs).await
+            };
             op.finished = true;
             out
         })
