@@ -270,14 +270,15 @@ async fn flood_serves_capacity_plus_backlog_and_rejects_the_rest_at_once() {
     assert!(script.opened() <= 10);
 }
 
+/// A pool of one connection whose waits end at `timeout`.
+async fn one_connection(script: &Script, timeout: Duration) -> Pool<Script> {
+    builder(script, 1, 0).pool_timeout(timeout).build().await.unwrap()
+}
+
 #[tokio::test(start_paused = true)]
 async fn acquire_times_out_after_pool_timeout() {
     let script = Script::default();
-    let pool = builder(&script, 1, 0)
-        .pool_timeout(Duration::from_millis(250))
-        .build()
-        .await
-        .unwrap();
+    let pool = one_connection(&script, Duration::from_millis(250)).await;
     let _held = pool.acquire().await.unwrap();
     let started = tokio::time::Instant::now();
     let err = pool.acquire().await.unwrap_err();
@@ -287,6 +288,99 @@ async fn acquire_times_out_after_pool_timeout() {
     let s = pool.status();
     assert_eq!((s.waiting, s.size), (0, 1));
     assert_eq!(pool.stats().timed_out, 1);
+}
+
+/// Every waiter's time counts from when it joined the queue, though one
+/// timer serves them all: waiters arriving 100 ms apart fail 100 ms apart,
+/// a waiter served in time is not failed, and a waiter arriving after the
+/// queue has been empty for longer than pool_timeout still times out.
+#[tokio::test(start_paused = true)]
+async fn each_waiter_times_out_pool_timeout_after_it_joined() {
+    let script = Script::default();
+    let pool = one_connection(&script, Duration::from_millis(250)).await;
+    let held = pool.acquire().await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut waiters = Vec::new();
+    for i in 0..3u64 {
+        let pool = pool.clone();
+        waiters.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100 * i)).await;
+            let joined = started.elapsed();
+            let outcome = pool.acquire().await.map(drop);
+            (joined, started.elapsed(), outcome)
+        }));
+    }
+    for (i, w) in waiters.into_iter().enumerate() {
+        let (joined, ended, outcome) = w.await.unwrap();
+        assert_eq!(joined, Duration::from_millis(100 * i as u64));
+        assert_eq!(outcome.unwrap_err().kind(), &ErrorKind::PoolTimeout);
+        assert_eq!(ended, joined + Duration::from_millis(250), "waiter {i}");
+    }
+    assert_eq!(pool.stats().timed_out, 3);
+
+    // Served before its deadline: no timeout, and the one behind it still
+    // times out on time.
+    let first = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.acquire().await.map(drop) }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let joined = tokio::time::Instant::now();
+            (pool.acquire().await.map(drop), joined.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(held);
+    first.await.unwrap().expect("served before its deadline");
+    let _held = pool.acquire().await.unwrap();
+    let (outcome, waited) = second.await.unwrap();
+    // The second was served the connection the first gave back.
+    outcome.expect("the second waiter was served too");
+    assert!(waited < Duration::from_millis(250));
+
+    // Long after the queue emptied, a new waiter still times out on time.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let joined = tokio::time::Instant::now();
+    let err = pool.acquire().await.unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::PoolTimeout);
+    assert_eq!(joined.elapsed(), Duration::from_millis(250));
+    assert_eq!(pool.stats().timed_out, 4);
+    assert_eq!(pool.status().waiting, 0);
+}
+
+/// The task that ends waits at pool_timeout runs on the runtime of the
+/// first wait; when that runtime is gone, a wait on another runtime still
+/// times out.
+#[test]
+fn waits_time_out_after_the_runtime_of_the_first_wait_is_gone() {
+    let script = Script::default();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    let (pool, held) = first.block_on(async {
+        let pool = one_connection(&script, Duration::from_millis(100)).await;
+        let held = pool.acquire().await.unwrap();
+        let err = pool.acquire().await.unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::PoolTimeout);
+        (pool, held)
+    });
+    drop(first);
+    runtime().block_on(async {
+        let started = std::time::Instant::now();
+        let outcome = tokio::time::timeout(Duration::from_secs(10), pool.acquire()).await;
+        let err = outcome.expect("the wait ended at pool_timeout").unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::PoolTimeout);
+        assert!(started.elapsed() >= Duration::from_millis(100));
+    });
+    assert_eq!(pool.stats().timed_out, 2);
+    drop(held);
 }
 
 #[tokio::test]

@@ -27,7 +27,7 @@ impl<M: Manager> Shared<M> {
         let grant = match self.take()? {
             Take::Idle(conn) => Grant::Conn(conn),
             Take::Slot => Grant::Slot,
-            Take::Wait { id, rx } => self.wait(id, rx, deadline).await?,
+            Take::Wait { id, rx, since } => self.wait(id, rx, since).await?,
         };
         let mut pooled = match grant {
             Grant::Conn(conn) => match self.revalidate(conn, deadline).await {
@@ -44,36 +44,30 @@ impl<M: Manager> Shared<M> {
         Ok(pooled)
     }
 
+    /// Waits for a grant; the expiry task ends the wait at `pool_timeout`
+    /// with an error sent the same way.
     async fn wait(
         self: &Arc<Self>,
         id: u64,
         rx: oneshot::Receiver<GrantResult<M::Connection>>,
-        deadline: Deadline,
+        since: Instant,
     ) -> Result<Grant<M::Connection>> {
         Counters::bump(&self.counters.waited);
-        let started = Instant::now();
         let mut queued = Queued {
             shared: self,
             id,
             rx,
             served: false,
         };
-        let outcome = match deadline {
-            Some(deadline) => timeout_at(deadline, &mut queued.rx).await,
-            None => Ok((&mut queued.rx).await),
-        };
-        self.counters.add_wait(started.elapsed());
+        let outcome = (&mut queued.rx).await;
+        self.counters.add_wait(since.elapsed());
         match outcome {
-            Ok(Ok(grant)) => {
+            Ok(grant) => {
                 queued.served = true;
                 grant
             }
             // The pool dropped the sender without a grant: it is closing.
-            Ok(Err(_)) => Err(Error::pool_closed()),
-            Err(_) => {
-                Counters::bump(&self.counters.timed_out);
-                Err(Error::pool_timeout(started.elapsed()))
-            }
+            Err(_) => Err(Error::pool_closed()),
         }
     }
 

@@ -12,6 +12,7 @@
 
 mod acquire;
 mod config;
+mod expiry;
 mod guard;
 mod maintenance;
 mod manager;

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tokio::sync::{Notify, oneshot};
 
 use super::config::{Hooks, PoolConfig};
+use super::expiry::{self, Next, Watcher};
 use super::manager::{Interrupt, Manager};
 use super::status::{Counters, PoolStatus};
 use crate::error::{Error, ErrorKind, Result};
@@ -40,6 +41,8 @@ pub(crate) type GrantResult<C> = Result<Grant<C>>;
 struct Waiter<C> {
     id: u64,
     tx: oneshot::Sender<GrantResult<C>>,
+    /// When it joined the queue: its `pool_timeout` counts from here.
+    since: Instant,
 }
 
 /// The outcome of trying to take a connection without waiting.
@@ -47,10 +50,11 @@ pub(crate) enum Take<C> {
     Idle(Conn<C>),
     /// A slot was reserved: the caller opens the connection.
     Slot,
-    /// Queued; the grant arrives on `rx`.
+    /// Queued at `since`; the grant (or the `pool_timeout` error) arrives on `rx`.
     Wait {
         id: u64,
         rx: oneshot::Receiver<GrantResult<C>>,
+        since: Instant,
     },
 }
 
@@ -64,6 +68,8 @@ struct State<C> {
     generation: u64,
     /// Interrupt handles of every open connection, by connection id.
     interrupts: HashMap<u64, Arc<dyn Interrupt>>,
+    /// The task that fails waiters at `pool_timeout`.
+    watcher: Watcher,
 }
 
 /// What `begin_close` leaves for the closer to do outside the lock.
@@ -79,6 +85,8 @@ pub(crate) struct Shared<M: Manager> {
     pub counters: Counters,
     /// Wakes the maintenance task (a slot fell below `min_size`, or close).
     pub maintenance: Arc<Notify>,
+    /// Wakes the parked expiry task (a waiter arrived, or close).
+    pub expiry: Arc<Notify>,
     state: Mutex<State<M::Connection>>,
     next_conn_id: AtomicU64,
     /// Signalled when the last connection of a closed pool is gone.
@@ -93,6 +101,7 @@ impl<M: Manager> Shared<M> {
             hooks,
             counters: Counters::default(),
             maintenance: Arc::new(Notify::new()),
+            expiry: Arc::new(Notify::new()),
             state: Mutex::new(State {
                 idle: VecDeque::new(),
                 size: 0,
@@ -101,6 +110,7 @@ impl<M: Manager> Shared<M> {
                 closed: false,
                 generation: 0,
                 interrupts: HashMap::new(),
+                watcher: Watcher::NotStarted,
             }),
             next_conn_id: AtomicU64::new(1),
             drained: Notify::new(),
@@ -115,7 +125,7 @@ impl<M: Manager> Shared<M> {
 
     /// Takes an idle connection or a free slot, or joins the queue.
     /// Waiters are served in arrival order, so nobody overtakes a queue.
-    pub fn take(&self) -> Result<Take<M::Connection>> {
+    pub fn take(self: &Arc<Self>) -> Result<Take<M::Connection>> {
         let mut st = self.lock();
         if st.closed {
             return Err(Error::pool_closed());
@@ -147,8 +157,59 @@ impl<M: Manager> Shared<M> {
         let (tx, rx) = oneshot::channel();
         let id = st.next_waiter;
         st.next_waiter += 1;
-        st.waiters.push_back(Waiter { id, tx });
-        Ok(Take::Wait { id, rx })
+        let since = Instant::now();
+        st.waiters.push_back(Waiter { id, tx, since });
+        if self.config.pool_timeout.is_some() {
+            match st.watcher {
+                Watcher::Running => {}
+                Watcher::Parked => {
+                    st.watcher = Watcher::Running;
+                    self.expiry.notify_one();
+                }
+                Watcher::NotStarted => {
+                    if expiry::spawn(self) {
+                        st.watcher = Watcher::Running;
+                    }
+                }
+            }
+        }
+        Ok(Take::Wait { id, rx, since })
+    }
+
+    /// Fails the waiters whose `pool_timeout` is up (the expiry task's
+    /// work) and says when to look again.
+    pub(crate) fn expire_waiters(&self, now: Instant) -> Next {
+        let Some(timeout) = self.config.pool_timeout else {
+            return Next::Stop;
+        };
+        let mut st = self.lock();
+        if st.closed {
+            return Next::Stop;
+        }
+        // Deadlines follow queue order (a waiter's `since` is read under
+        // this lock when it joins), so the first one still running ends the scan.
+        while let Some(head) = st.waiters.front() {
+            let deadline = head.since + timeout;
+            if deadline > now {
+                return Next::SleepUntil(deadline);
+            }
+            let waiter = st.waiters.pop_front().expect("the head was just seen");
+            if waiter
+                .tx
+                .send(Err(Error::pool_timeout(now - waiter.since)))
+                .is_ok()
+            {
+                Counters::bump(&self.counters.timed_out);
+            }
+        }
+        st.watcher = Watcher::Parked;
+        Next::Park
+    }
+
+    /// The expiry task is gone (its runtime shut down, or the pool closed):
+    /// the next waiter starts a new one.
+    pub(crate) fn expiry_stopped(&self) {
+        self.lock().watcher = Watcher::NotStarted;
     }
 
     /// Removes a waiter that gave up. Returns false if it was already served
@@ -300,6 +361,7 @@ impl<M: Manager> Shared<M> {
     pub fn begin_close(&self) -> Closing<M::Connection> {
         let mut st = self.lock();
         st.closed = true;
+        self.expiry.notify_one();
         for waiter in st.waiters.drain(..) {
             let _ = waiter.tx.send(Err(Error::pool_closed()));
         }
@@ -365,7 +427,8 @@ impl<M: Manager> Shared<M> {
 
 impl<M: Manager> Drop for Shared<M> {
     fn drop(&mut self) {
-        // Let the maintenance task see that the pool is gone.
+        // Let the background tasks see that the pool is gone.
         self.maintenance.notify_one();
+        self.expiry.notify_one();
     }
 }
