@@ -4,8 +4,11 @@
 //! with no set-up, and a spawned task starts with an empty stack.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, Weak};
+
+use smallvec::SmallVec;
 
 use crate::connection::Link;
 
@@ -27,17 +30,22 @@ impl TaskKey {
 
 /// The stacks of every task that holds a reusable connection of one engine.
 /// An entry lives exactly as long as its root connection, so a task that
-/// ends (dropping its connections) leaves nothing behind.
+/// ends (dropping its connections) leaves nothing behind. Every checkout
+/// passes through here twice, so the map uses a fast hasher (keys are task
+/// ids, not attacker input) and a task's stack holds two entries inline
+/// (a connection and one transaction's) before it allocates.
 #[derive(Default)]
 pub(crate) struct Contexts {
-    stacks: Mutex<HashMap<TaskKey, Vec<Weak<Link>>>>,
+    stacks: Mutex<Stacks>,
     /// Entries over all stacks: lets the common case (no task holds a
     /// reusable connection) skip the lock.
     entries: AtomicUsize,
 }
 
+type Stacks = HashMap<TaskKey, SmallVec<[Weak<Link>; 2]>, foldhash::fast::RandomState>;
+
 impl Contexts {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TaskKey, Vec<Weak<Link>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Stacks> {
         self.stacks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -66,14 +74,14 @@ impl Contexts {
     /// Takes a root connection off the stack it was pushed on.
     pub fn remove(&self, key: TaskKey, link: &Arc<Link>) {
         let mut stacks = self.lock();
-        if let Some(stack) = stacks.get_mut(&key) {
-            let target = Arc::downgrade(link);
-            if let Some(pos) = stack.iter().rposition(|w| w.ptr_eq(&target)) {
-                stack.remove(pos);
+        if let Entry::Occupied(mut stack) = stacks.entry(key) {
+            let target = Arc::as_ptr(link);
+            if let Some(pos) = stack.get().iter().rposition(|w| std::ptr::eq(w.as_ptr(), target)) {
+                stack.get_mut().remove(pos);
                 self.entries.fetch_sub(1, SeqCst);
             }
-            if stack.is_empty() {
-                stacks.remove(&key);
+            if stack.get().is_empty() {
+                stack.remove();
             }
         }
     }

@@ -24,7 +24,7 @@ use cancel::PgCancel;
 use error::{describe, map_error};
 use io::{Io, driven};
 use rows::{PgCursor, PgRows};
-use types::{PgBind, Prepared, Shape, as_refs, binds, read_row, typed};
+use types::{PgBind, Prepared, Shape, bound, read_row, typed};
 
 use super::{Driver, DriverOptions, InFlight, Query, RawConnection, RowSource};
 use crate::error::{Error, ErrorKind, Result};
@@ -176,6 +176,15 @@ impl PgConnection {
     /// dropped (so the next one does not wait for it to finish), then run
     /// queued statements.
     async fn flush_queued(&mut self) -> Result<()> {
+        if !self.dirty.load(SeqCst) && self.queued.is_empty() {
+            return Ok(());
+        }
+        // Boxed: the cancel request's future is large, and would otherwise
+        // make every statement's future too big for the allocator's fast path.
+        Box::pin(self.flush_queued_slow()).await
+    }
+
+    async fn flush_queued_slow(&mut self) -> Result<()> {
         self.settle_abandoned().await;
         for sql in std::mem::take(&mut self.queued) {
             if let Err(error) = self.client.batch_execute(&sql).await {
@@ -207,7 +216,9 @@ impl PgConnection {
         let prepared = match cache.get(sql) {
             Some(prepared) => prepared.clone(),
             None => {
-                let prepared = Prepared::new(self.client.prepare(sql).await.map_err(map_error)?);
+                // Boxed for the same reason as `flush_queued_slow`: a cache miss is rare.
+                let stmt = Box::pin(self.client.prepare(sql)).await.map_err(map_error)?;
+                let prepared = Prepared::new(stmt);
                 cache.put(sql.to_string(), prepared.clone());
                 prepared
             }
@@ -496,38 +507,59 @@ async fn pipelined(client: &Client, target: &Target<'_>, sets: &[Vec<Value>]) ->
     Ok(total)
 }
 
-/// Runs a query and keeps at most `limit` rows. The whole answer is read
-/// even when fewer rows are wanted, which keeps the protocol in step
-/// without a cancel.
+/// Runs a query and keeps at most `limit` rows, converting each as it
+/// arrives. The whole answer is read even when fewer rows are wanted (or a
+/// row cannot be read), which keeps the protocol in step without a cancel.
 async fn query_rows(
     client: &Client,
     target: &Target<'_>,
     params: &[Value],
     limit: Option<usize>,
 ) -> Result<Vec<Row>> {
-    let b = binds(params);
-    let rows = match target {
-        Target::Prepared(p) => client.query(&p.stmt, &as_refs(&b)).await,
-        Target::Unnamed(sql) => client.query_typed(sql, &typed(&b)).await,
-    }
-    .map_err(map_error)?;
-    let shape = match target {
-        Target::Prepared(p) => p.shape.clone(),
-        Target::Unnamed(_) => rows.first().map_or_else(Shape::empty, |r| Shape::of(r.columns())),
+    let (rows, mut shape) = match target {
+        Target::Prepared(p) => (
+            client.query_raw(&p.stmt, bound(params)).await,
+            Some(p.shape.clone()),
+        ),
+        Target::Unnamed(sql) => (client.query_typed_raw(sql, typed(params)).await, None),
     };
-    rows.into_iter()
-        .take(limit.unwrap_or(usize::MAX))
-        .map(|r| read_row(r, &shape))
-        .collect()
+    let mut rows = std::pin::pin!(rows.map_err(map_error)?);
+    let limit = limit.unwrap_or(usize::MAX);
+    // A small limit (fetch_one, fetch_optional) is the exact size wanted.
+    let mut out = Vec::with_capacity(if limit <= 16 { limit } else { 0 });
+    let mut failed = None;
+    while let Some(row) = rows.next().await {
+        let row = row.map_err(map_error)?;
+        if out.len() < limit && failed.is_none() {
+            let shape = shape.get_or_insert_with(|| Shape::of(row.columns()));
+            match read_row(row, shape) {
+                Ok(row) => out.push(row),
+                Err(e) => failed = Some(e),
+            }
+        }
+    }
+    failed.map_or(Ok(out), Err)
 }
 
 async fn execute_one(client: &Client, target: &Target<'_>, params: &[Value]) -> Result<u64> {
-    let b = binds(params);
     match target {
-        Target::Prepared(p) => client.execute(&p.stmt, &as_refs(&b)).await,
-        Target::Unnamed(sql) => client.execute_typed(sql, &typed(&b)).await,
+        Target::Prepared(p) => client
+            .execute_raw(&p.stmt, bound(params))
+            .await
+            .map_err(map_error),
+        Target::Unnamed(sql) => {
+            // The unnamed form of `execute_raw`: run it, count from its CommandComplete.
+            let rows = client
+                .query_typed_raw(sql, typed(params))
+                .await
+                .map_err(map_error)?;
+            let mut rows = std::pin::pin!(rows);
+            while let Some(row) = rows.next().await {
+                row.map_err(map_error)?;
+            }
+            Ok(rows.rows_affected().unwrap_or(0))
+        }
     }
-    .map_err(map_error)
 }
 
 pub(super) fn check_count(stmt: &Statement, params: &[Value]) -> Result<()> {

@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 use super::check_count;
 use super::error::map_error;
 use super::io::{Driving, Io, driven};
-use super::types::{Shape, as_refs, binds, read_row, typed};
+use super::types::{Shape, bound, read_row, typed};
 use crate::driver::{Prefetch, RowSource};
 use crate::error::Result;
 use crate::pool::BoxFuture;
@@ -144,14 +144,16 @@ async fn start(unsent: Unsent) -> Result<Started> {
     for q in &queued {
         let _ = client.batch_execute(q).await;
     }
-    let b = binds(&params);
     if unnamed {
-        let rows = client.query_typed_raw(&sql, typed(&b)).await.map_err(map_error)?;
+        let rows = client
+            .query_typed_raw(&sql, typed(&params))
+            .await
+            .map_err(map_error)?;
         Ok((Box::pin(rows), None))
     } else {
         let stmt = client.prepare(&sql).await.map_err(map_error)?;
         check_count(&stmt, &params)?;
-        let rows = client.query_raw(&stmt, as_refs(&b)).await.map_err(map_error)?;
+        let rows = client.query_raw(&stmt, bound(&params)).await.map_err(map_error)?;
         Ok((Box::pin(rows), Some(Shape::of(stmt.columns()))))
     }
 }

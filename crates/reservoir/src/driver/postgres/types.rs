@@ -23,23 +23,18 @@ impl Prepared {
     }
 }
 
-pub(super) fn binds(params: &[Value]) -> Vec<PgBind<'_>> {
-    params.iter().map(PgBind).collect()
-}
-
-pub(super) fn as_refs<'a>(binds: &'a [PgBind<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
-    binds.iter().map(|b| b as &(dyn ToSql + Sync)).collect()
+/// The parameters as tokio-postgres binds them, without collecting them
+/// first (`query_raw` and `execute_raw` take an iterator).
+pub(super) fn bound(params: &[Value]) -> impl ExactSizeIterator<Item = PgBind<'_>> {
+    params.iter().map(PgBind)
 }
 
 /// Parameters typed by their values, for statements sent unnamed (no
 /// prepare round trip to learn the server's types). Text and NULL go
 /// untyped, as text, so the server infers their type from the statement as
 /// it would for a literal: a string binds to a date or uuid column too.
-pub(super) fn typed<'a>(binds: &'a [PgBind<'a>]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
-    binds
-        .iter()
-        .map(|b| (b as &(dyn ToSql + Sync), value_type(b.0)))
-        .collect()
+pub(super) fn typed(params: &[Value]) -> impl ExactSizeIterator<Item = (PgBind<'_>, Type)> {
+    params.iter().map(|v| (PgBind(v), value_type(v)))
 }
 
 fn value_type(v: &Value) -> Type {
@@ -141,11 +136,6 @@ impl Shape {
                 .collect(),
             unreadable,
         }
-    }
-
-    /// The shape of rows that never came (an empty result).
-    pub(super) fn empty() -> Shape {
-        Shape::of(&[])
     }
 }
 
