@@ -8,9 +8,12 @@
 //! hand-off, and it is the cheaper way (measured: driving those from the
 //! caller's task cost more CPU per point select, pipelined ones most). An
 //! operation that receives many messages (a stream of rows, a cursor's
-//! batch, `execute_many`, `copy_in`) would pay a hand-off per socket read,
-//! so it polls the I/O from its own task while it runs, as sqlx and asyncpg
-//! read their sockets where the query runs. A raw connection runs one
+//! batch, `copy_in`) would pay a hand-off per socket read, so it polls the
+//! I/O from its own task while it runs, as sqlx and asyncpg read their
+//! sockets where the query runs. `execute_many` is the exception: its
+//! encoding and the socket work run in parallel on two threads when the
+//! background task does the I/O (100,000 pipelined inserts: 130k rows/s
+//! that way against 105k driven in-task, alternating builds on 2 cores). A raw connection runs one
 //! operation at a time, so nothing else waits on the I/O meanwhile; the
 //! background task takes over again when it stops (or is dropped).
 //!

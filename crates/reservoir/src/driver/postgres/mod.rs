@@ -303,7 +303,7 @@ impl RawConnection for PgConnection {
     }
 
     fn execute_many<'a>(&'a mut self, sql: &'a str, sets: Vec<Vec<Value>>) -> BoxFuture<'a, Result<u64>> {
-        driven(Arc::clone(&self.io), async move {
+        Box::pin(async move {
             let mut op = InFlight::new(&self.dirty);
             let all: Vec<&[Value]> = sets.iter().map(Vec::as_slice).collect();
             let target = self.ready(sql, &all).await?;
