@@ -351,6 +351,26 @@ async fn each_waiter_times_out_pool_timeout_after_it_joined() {
     assert_eq!(pool.status().waiting, 0);
 }
 
+/// A pool_timeout longer than the clock can count is no limit, not a panic.
+#[tokio::test(start_paused = true)]
+async fn a_pool_timeout_beyond_the_clock_never_expires() {
+    let script = Script::default();
+    let pool = one_connection(&script, Duration::MAX).await;
+    let held = pool.acquire().await.unwrap();
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.acquire().await.map(drop) }
+    });
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(pool.status().waiting, 1);
+    drop(held);
+    waiter
+        .await
+        .unwrap()
+        .expect("served once the connection came back");
+    assert_eq!(pool.stats().timed_out, 0);
+}
+
 /// The task that ends waits at pool_timeout runs on the runtime of the
 /// first wait; when that runtime is gone, a wait on another runtime still
 /// times out.

@@ -23,7 +23,10 @@ impl<M: Manager> Shared<M> {
         // in tokio's cooperative budget so it cannot starve the other tasks
         // (and the timer) of its worker, as tokio's own primitives do.
         tokio::task::consume_budget().await;
-        let deadline = self.config.pool_timeout.map(|t| Instant::now() + t);
+        let deadline = self
+            .config
+            .pool_timeout
+            .and_then(|t| Instant::now().checked_add(t));
         let grant = match self.take()? {
             Take::Idle(conn) => Grant::Conn(conn),
             Take::Slot => Grant::Slot,

@@ -29,9 +29,8 @@ pub(crate) enum Next {
 }
 
 /// The expiry task's state, kept under the pool's lock.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Watcher {
-    #[default]
     NotStarted,
     /// Sleeping until a deadline no later than the head waiter's.
     Running,

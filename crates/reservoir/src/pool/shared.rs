@@ -188,8 +188,8 @@ impl<M: Manager> Shared<M> {
         }
         // Deadlines follow queue order (a waiter's `since` is read under
         // this lock when it joins), so the first one still running ends the scan.
-        while let Some(head) = st.waiters.front() {
-            let deadline = head.since + timeout;
+        // A timeout too long for the clock to represent never expires.
+        while let Some(deadline) = st.waiters.front().and_then(|w| w.since.checked_add(timeout)) {
             if deadline > now {
                 return Next::SleepUntil(deadline);
             }

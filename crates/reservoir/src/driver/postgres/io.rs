@@ -13,9 +13,10 @@
 //! sockets where the query runs. `execute_many` is the exception: its
 //! encoding and the socket work run in parallel on two threads when the
 //! background task does the I/O (100,000 pipelined inserts: 130k rows/s
-//! that way against 105k driven in-task, alternating builds on 2 cores). A raw connection runs one
-//! operation at a time, so nothing else waits on the I/O meanwhile; the
-//! background task takes over again when it stops (or is dropped).
+//! that way against 105k driven in-task, alternating builds on 2 cores).
+//! A raw connection runs one operation at a time, so nothing else waits on
+//! the I/O meanwhile; the background task takes over again when it stops
+//! (or is dropped).
 //!
 //! Wakers: a socket or channel remembers only the last task that polled it.
 //! While an operation drives, it is that task, and the background task
