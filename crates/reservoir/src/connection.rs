@@ -110,6 +110,12 @@ impl Link {
     }
 }
 
+/// Whether `log_statement` would log anything: without it, statements are
+/// not timed (two clock reads per statement).
+pub(crate) fn statements_logged(echo: bool) -> bool {
+    echo || tracing::enabled!(target: "reservoir::sql", tracing::Level::DEBUG)
+}
+
 /// Logs a statement: INFO with `echo`, else DEBUG. Parameter values are
 /// never logged.
 pub(crate) fn log_statement(echo: bool, sql: &str, elapsed: std::time::Duration, ok: bool) {
@@ -257,9 +263,11 @@ impl Connection {
         op: impl for<'r> FnOnce(&'r mut Box<dyn RawConnection>, &'r str) -> BoxFuture<'r, Result<T>>,
     ) -> Result<T> {
         let mut raw = self.link.lock(&self.engine).await?;
-        let started = Instant::now();
+        let started = statements_logged(self.engine.echo).then(Instant::now);
         let result = op(raw_of(&mut raw), sql).await;
-        log_statement(self.engine.echo, sql, started.elapsed(), result.is_ok());
+        if let Some(started) = started {
+            log_statement(self.engine.echo, sql, started.elapsed(), result.is_ok());
+        }
         if let (Err(e), Some(pooled)) = (&result, raw.as_mut()) {
             if e.is_disconnect() {
                 pooled.mark_broken();

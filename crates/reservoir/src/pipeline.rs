@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use crate::connection::log_statement;
+use crate::connection::{log_statement, statements_logged};
 use crate::driver::Query;
 use crate::engine::EngineInner;
 use crate::error::{Error, ErrorKind, Result};
@@ -173,7 +173,7 @@ async fn carry(engine: Arc<EngineInner>) {
             let (queries, replies): (Vec<Query>, Vec<_>) =
                 batch.into_iter().map(|j| (j.query, j.reply)).unzip();
             // Kept only when statements are logged (`log_statement`).
-            let sqls: Vec<String> = if engine.echo || tracing::enabled!(tracing::Level::DEBUG) {
+            let sqls: Vec<String> = if statements_logged(engine.echo) {
                 queries.iter().map(|q| q.sql.clone()).collect()
             } else {
                 Vec::new()

@@ -23,15 +23,17 @@ impl<M: Manager> Shared<M> {
         // in tokio's cooperative budget so it cannot starve the other tasks
         // (and the timer) of its worker, as tokio's own primitives do.
         tokio::task::consume_budget().await;
+        let (grant, since) = match self.take()? {
+            Take::Idle(conn) => (Grant::Conn(conn), None),
+            Take::Slot => (Grant::Slot, None),
+            Take::Wait { id, rx, since } => (self.wait(id, rx, since).await?, Some(since)),
+        };
+        // What is left of pool_timeout bounds the pre-ping or the connect
+        // (a waiter's time counts from when it joined the queue).
         let deadline = self
             .config
             .pool_timeout
-            .and_then(|t| Instant::now().checked_add(t));
-        let grant = match self.take()? {
-            Take::Idle(conn) => Grant::Conn(conn),
-            Take::Slot => Grant::Slot,
-            Take::Wait { id, rx, since } => self.wait(id, rx, since).await?,
-        };
+            .and_then(|t| since.unwrap_or_else(Instant::now).checked_add(t));
         let mut pooled = match grant {
             Grant::Conn(conn) => match self.revalidate(conn, deadline).await {
                 Some(pooled) => pooled,
