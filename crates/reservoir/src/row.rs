@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
+use crate::driver::LazyRow;
 use crate::error::{Error, ErrorKind, Result};
 use crate::value::{FromValue, Value, mismatch, mismatch_of, to_json};
 
@@ -51,20 +52,14 @@ impl ColumnIndex for &str {
     }
 }
 
-/// A driver's row whose values are decoded on first access (PostgreSQL:
-/// rows streamed but never read cost no decoding).
-pub(crate) trait RawRow: Send + Sync {
-    /// Column `i` as a `Value`. Infallible: a driver checks at the start of
-    /// a result that it can decode every column's type.
-    fn value(&self, i: usize) -> Value;
-}
-
 enum Cells {
     Values(Vec<Value>),
-    /// Boxed rather than shared: a streamed row is created and dropped
+    // Only PostgreSQL makes lazy rows.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    /// Owned rather than shared: a streamed row is created and dropped
     /// without a reference count to update (a clone decodes instead).
     Lazy {
-        raw: Box<dyn RawRow>,
+        raw: LazyRow,
         decoded: std::sync::OnceLock<Vec<Value>>,
     },
 }
@@ -108,7 +103,8 @@ impl Row {
     }
 
     /// A row decoded from `raw` when first read.
-    pub(crate) fn lazy(columns: Arc<[Column]>, raw: Box<dyn RawRow>) -> Self {
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn lazy(columns: Arc<[Column]>, raw: LazyRow) -> Self {
         Row {
             columns,
             cells: Cells::Lazy {

@@ -22,6 +22,27 @@ use crate::value::Value;
 
 pub use prefetch::{BATCH, Prefetch};
 
+/// A driver's row whose values are decoded on first access (PostgreSQL:
+/// rows streamed but never read cost no decoding). An enum of the drivers
+/// that make such rows rather than a trait object, so that a row is not a
+/// second allocation.
+pub(crate) enum LazyRow {
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::PgRow),
+}
+
+impl LazyRow {
+    /// Column `i` as a `Value`. Infallible: a driver checks at the start of
+    /// a result that it can decode every column's type.
+    #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
+    pub(crate) fn value(&self, i: usize) -> Value {
+        match *self {
+            #[cfg(feature = "postgres")]
+            LazyRow::Postgres(ref row) => row.value(i),
+        }
+    }
+}
+
 /// Opens connections to one database.
 pub trait Driver: Send + Sync + 'static {
     /// The database family.
@@ -134,12 +155,15 @@ pub trait RowSource: Send {
 
 /// Marks a connection dirty if an operation's future is dropped before it
 /// finished (set `finished` at the end); the driver then cleans up before
-/// the connection is reused.
+/// the connection is reused. (The server dialects' tool: SQLite's
+/// statements cannot be abandoned half way.)
+#[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
 pub(crate) struct InFlight {
     dirty: Arc<std::sync::atomic::AtomicBool>,
     pub(crate) finished: bool,
 }
 
+#[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
 impl InFlight {
     pub(crate) fn new(dirty: &Arc<std::sync::atomic::AtomicBool>) -> Self {
         InFlight {
@@ -158,6 +182,7 @@ impl Drop for InFlight {
 }
 
 /// A URL parameter given in seconds (`connect_timeout=2.5`).
+#[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
 pub(crate) fn seconds(key: &str, value: &str) -> Result<std::time::Duration> {
     let secs: f64 = value.parse().map_err(|_| {
         Error::new(

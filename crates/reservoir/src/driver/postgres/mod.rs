@@ -24,6 +24,7 @@ use cancel::PgCancel;
 use error::{describe, map_error};
 use io::{Io, driven};
 use rows::{PgCursor, PgRows};
+pub(crate) use types::PgRow;
 use types::{PgBind, Prepared, Shape, bound, read_row, typed};
 
 use super::{Driver, DriverOptions, InFlight, Query, RawConnection, RowSource};

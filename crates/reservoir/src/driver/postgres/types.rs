@@ -5,8 +5,9 @@ use std::sync::Arc;
 use tokio_postgres::Statement;
 use tokio_postgres::types::{Format, IsNull, Kind, ToSql, Type, to_sql_checked};
 
+use crate::driver::LazyRow;
 use crate::error::{Error, ErrorKind, Result};
-use crate::row::{Column, RawRow, Row};
+use crate::row::{Column, Row};
 use crate::value::{FromValue, Value};
 
 /// A prepared statement and its result columns, built once.
@@ -139,18 +140,23 @@ impl Shape {
     }
 }
 
-/// A row, decoded when first read (see [`RawRow`]).
+/// A row, decoded when first read (see [`LazyRow`]).
 pub(super) fn read_row(row: tokio_postgres::Row, shape: &Shape) -> Result<Row> {
     if let Some(why) = &shape.unreadable {
         return Err(Error::new(ErrorKind::Decode, why.to_string()));
     }
-    Ok(Row::lazy(Arc::clone(&shape.columns), Box::new(PgRow(row))))
+    Ok(Row::lazy(
+        Arc::clone(&shape.columns),
+        LazyRow::Postgres(PgRow(row)),
+    ))
 }
 
-struct PgRow(tokio_postgres::Row);
+/// tokio-postgres's row, which keeps the values as the server sent them.
+pub(crate) struct PgRow(tokio_postgres::Row);
 
-impl RawRow for PgRow {
-    fn value(&self, i: usize) -> Value {
+impl PgRow {
+    /// Column `i`, decoded.
+    pub(crate) fn value(&self, i: usize) -> Value {
         // The column's bytes, read by the decoder for its type (`Shape::of`
         // checked there is one), without tokio-postgres checking the type
         // again per value.
