@@ -41,6 +41,7 @@ per_dialect!(
     close_with_interrupt_cancels_a_running_statement,
     close_waits_for_checked_out_connections,
     flood_is_served_up_to_capacity_plus_backlog,
+    waiters_time_out_at_pool_timeout_and_the_pool_recovers,
     url_settings_and_builder_overrides,
     statement_timeout_cancels_and_keeps_the_connection,
     copy_in_loads_positional_and_named_rows,
@@ -712,6 +713,44 @@ async fn close_waits_for_checked_out_connections(db: Db) {
         .unwrap()
         .unwrap();
     assert_eq!(engine.status().size, 0);
+}
+
+/// Waits for a connection end at pool_timeout, each counted from when it
+/// began, with the checked-out connection still usable; once it is back,
+/// acquires are served again.
+async fn waiters_time_out_at_pool_timeout_and_the_pool_recovers(db: Db) {
+    let timeout = Duration::from_millis(300);
+    let engine = db
+        .builder()
+        .pool_size(1)
+        .max_overflow(0)
+        .pool_timeout(timeout)
+        .build()
+        .await
+        .unwrap();
+    let mut held = engine.acquire().await.unwrap();
+    // Spawned: connectionless statements of this task would reuse `held`.
+    let waits = (0..3u64).map(|i| {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100 * i)).await;
+            let started = std::time::Instant::now();
+            let err = engine.fetch_one("SELECT 1", ()).await.unwrap_err();
+            (err, started.elapsed())
+        })
+    });
+    for waited in futures_util::future::join_all(waits).await {
+        let (err, waited) = waited.unwrap();
+        assert_eq!(err.kind(), &ErrorKind::PoolTimeout, "{err}");
+        assert!(err.is_timeout());
+        assert!(waited >= timeout, "{waited:?}");
+        assert!(waited < Duration::from_secs(3), "{waited:?}");
+    }
+    assert_eq!(engine.stats().timed_out, 3);
+    assert_eq!(held.fetch_scalar::<i64>("SELECT 1", ()).await.unwrap(), 1);
+    drop(held);
+    assert_eq!(engine.fetch_scalar::<i64>("SELECT 2", ()).await.unwrap(), 2);
+    assert_eq!(engine.status().waiting, 0);
 }
 
 async fn flood_is_served_up_to_capacity_plus_backlog(db: Db) {
