@@ -351,6 +351,51 @@ async fn each_waiter_times_out_pool_timeout_after_it_joined() {
     assert_eq!(pool.status().waiting, 0);
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A pool whose one connection is held, with waits ending at 100 ms.
+async fn held_pool(script: &Script) -> (Pool<Script>, reservoir::pool::Pooled<Script>) {
+    let pool = one_connection(script, Duration::from_millis(100)).await;
+    let held = pool.acquire().await.unwrap();
+    (pool, held)
+}
+
+/// Asserts that a wait on `pool` (from `held_pool`) ends at its pool_timeout.
+async fn times_out(pool: &Pool<Script>) {
+    let started = std::time::Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), pool.acquire()).await;
+    let err = outcome.expect("the wait ended at pool_timeout").unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::PoolTimeout);
+    assert!(started.elapsed() >= Duration::from_millis(100));
+}
+
+/// A wait begun where the current runtime has shut down (its spawn drops
+/// the expiry task at once) neither deadlocks nor leaves the pool without
+/// a timer: the next wait, on a live runtime, times out.
+#[test]
+fn a_wait_begun_on_a_runtime_that_has_shut_down_leaves_the_pool_working() {
+    let script = Script::default();
+    let live = runtime();
+    let (pool, held) = live.block_on(held_pool(&script));
+    let dead = runtime();
+    let handle = dead.handle().clone();
+    dead.shutdown_background();
+    {
+        let _entered = handle.enter();
+        let mut wait = std::pin::pin!(pool.acquire());
+        assert!(futures_util::FutureExt::now_or_never(wait.as_mut()).is_none());
+        assert_eq!(pool.status().waiting, 1);
+    }
+    assert_eq!(pool.status().waiting, 0, "the dropped wait left the queue");
+    live.block_on(times_out(&pool));
+    drop(held);
+}
+
 /// A pool_timeout longer than the clock can count is no limit, not a panic.
 #[tokio::test(start_paused = true)]
 async fn a_pool_timeout_beyond_the_clock_never_expires() {
@@ -377,28 +422,15 @@ async fn a_pool_timeout_beyond_the_clock_never_expires() {
 #[test]
 fn waits_time_out_after_the_runtime_of_the_first_wait_is_gone() {
     let script = Script::default();
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
     let first = runtime();
     let (pool, held) = first.block_on(async {
-        let pool = one_connection(&script, Duration::from_millis(100)).await;
-        let held = pool.acquire().await.unwrap();
+        let (pool, held) = held_pool(&script).await;
         let err = pool.acquire().await.unwrap_err();
         assert_eq!(err.kind(), &ErrorKind::PoolTimeout);
         (pool, held)
     });
     drop(first);
-    runtime().block_on(async {
-        let started = std::time::Instant::now();
-        let outcome = tokio::time::timeout(Duration::from_secs(10), pool.acquire()).await;
-        let err = outcome.expect("the wait ended at pool_timeout").unwrap_err();
-        assert_eq!(err.kind(), &ErrorKind::PoolTimeout);
-        assert!(started.elapsed() >= Duration::from_millis(100));
-    });
+    runtime().block_on(times_out(&pool));
     assert_eq!(pool.stats().timed_out, 2);
     drop(held);
 }

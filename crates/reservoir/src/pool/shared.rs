@@ -160,15 +160,16 @@ impl<M: Manager> Shared<M> {
         let since = Instant::now();
         st.waiters.push_back(Waiter { id, tx, since });
         if self.config.pool_timeout.is_some() {
-            match st.watcher {
+            let before = std::mem::replace(&mut st.watcher, Watcher::Running);
+            drop(st);
+            match before {
                 Watcher::Running => {}
-                Watcher::Parked => {
-                    st.watcher = Watcher::Running;
-                    self.expiry.notify_one();
-                }
+                Watcher::Parked => self.expiry.notify_one(),
+                // Spawned outside the lock: a runtime that is shutting down
+                // drops the task at once, and its drop takes the lock.
                 Watcher::NotStarted => {
-                    if expiry::spawn(self) {
-                        st.watcher = Watcher::Running;
+                    if !expiry::spawn(self) {
+                        self.expiry_stopped();
                     }
                 }
             }
