@@ -336,3 +336,32 @@ async fn session_settings_from_the_url() {
     assert_eq!(err.kind(), &ErrorKind::Url, "{err}");
     assert!(err.to_string().contains("connect_timeout"), "{err}");
 }
+
+/// A streamed query's statement goes through the connection's statement
+/// cache like any other: streaming the same SQL twice prepares it once, and
+/// it stays prepared on the server for the next time.
+#[tokio::test]
+async fn a_streamed_statement_is_prepared_once_and_cached() {
+    const SQL: &str = "SELECT generate_series(1, $1::int) AS n";
+    let engine = single_connection_engine().await;
+    let mut conn = engine.acquire().await.unwrap();
+    for _ in 0..2 {
+        let mut stream = conn.fetch(SQL, (50,));
+        let mut n = 0;
+        while let Some(row) = stream.next().await {
+            n += 1;
+            assert_eq!(row.unwrap().get::<i32>("n").unwrap(), n);
+        }
+        assert_eq!(n, 50);
+    }
+    let prepared: i64 = conn
+        .fetch_scalar(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement = :sql",
+            reservoir::params! {"sql" => SQL},
+        )
+        .await
+        .unwrap();
+    assert_eq!(prepared, 1, "prepared once, kept in the cache");
+    drop(conn);
+    engine.close().await;
+}

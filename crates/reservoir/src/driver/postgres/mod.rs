@@ -2,16 +2,15 @@
 //! connection (LRU), pipelined `execute_many`, portal streaming, server-side
 //! cursors, cancel requests for `close_with(interrupt)` and dropped futures.
 
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
 use futures_util::StreamExt;
-use lru::LruCache;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+mod cache;
 mod cancel;
 mod config;
 mod error;
@@ -20,6 +19,7 @@ mod rows;
 mod tls;
 mod types;
 
+use cache::StatementCache;
 use cancel::PgCancel;
 use error::{describe, map_error};
 use io::{Io, driven};
@@ -101,7 +101,7 @@ impl Driver for PostgresDriver {
             let cancel = client.cancel_token();
             Ok(Box::new(PgConnection {
                 client: Arc::new(client),
-                cache: NonZeroUsize::new(self.cache_size).map(LruCache::new),
+                cache: StatementCache::new(self.cache_size),
                 io,
                 dirty: Arc::new(AtomicBool::new(false)),
                 in_tx: false,
@@ -120,7 +120,7 @@ impl Driver for PostgresDriver {
 struct PgConnection {
     client: Arc<Client>,
     /// Prepared statements with their result columns; `None`: caching off.
-    cache: Option<LruCache<String, Prepared>>,
+    cache: Option<Arc<StatementCache>>,
     /// The socket I/O: polled by its own task, or by an operation that
     /// receives many messages while it runs.
     io: Arc<Io>,
@@ -211,19 +211,10 @@ impl PgConnection {
     /// parameter count of every set checked against it) or, with the cache
     /// off, unnamed.
     async fn target<'s>(&mut self, sql: &'s str, sets: &[&[Value]]) -> Result<Target<'s>> {
-        let Some(cache) = &mut self.cache else {
+        let Some(cache) = &self.cache else {
             return Ok(Target::Unnamed(sql));
         };
-        let prepared = match cache.get(sql) {
-            Some(prepared) => prepared.clone(),
-            None => {
-                // Boxed for the same reason as `flush_queued_slow`: a cache miss is rare.
-                let stmt = Box::pin(self.client.prepare(sql)).await.map_err(map_error)?;
-                let prepared = Prepared::new(stmt);
-                cache.put(sql.to_string(), prepared.clone());
-                prepared
-            }
-        };
+        let prepared = cache.prepared(&self.client, sql).await?;
         for params in sets {
             check_count(&prepared.stmt, params)?;
         }
@@ -376,7 +367,7 @@ impl RawConnection for PgConnection {
             params,
             std::mem::take(&mut self.queued),
             Arc::clone(&self.dirty),
-            self.cache.is_none(),
+            self.cache.clone(),
         ))
     }
 

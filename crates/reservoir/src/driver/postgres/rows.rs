@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 use tokio_postgres::Client;
 
+use super::cache::StatementCache;
 use super::check_count;
 use super::error::map_error;
 use super::io::{Driving, Io, driven};
@@ -37,7 +38,8 @@ struct Unsent {
     sql: String,
     params: Vec<Value>,
     queued: Vec<String>,
-    unnamed: bool,
+    /// The connection's statement cache; `None`: sent unnamed.
+    cache: Option<Arc<StatementCache>>,
 }
 
 /// A query's rows, read off tokio-postgres's stream one at a time: a
@@ -52,8 +54,9 @@ pub(super) struct PgRows {
 }
 
 impl PgRows {
-    /// Rows of `sql`, sent on the first pull (after `queued`): prepared, or
-    /// `unnamed` with parameters typed by their values.
+    /// Rows of `sql`, sent on the first pull (after `queued`): prepared
+    /// through `cache`, or without one unnamed, with parameters typed by
+    /// their values.
     pub(super) fn new(
         client: Arc<Client>,
         io: &Arc<Io>,
@@ -61,14 +64,14 @@ impl PgRows {
         params: Vec<Value>,
         queued: Vec<String>,
         dirty: Arc<AtomicBool>,
-        unnamed: bool,
+        cache: Option<Arc<StatementCache>>,
     ) -> Self {
         let unsent = Unsent {
             client,
             sql,
             params,
             queued,
-            unnamed,
+            cache,
         };
         PgRows {
             portal: Portal::Unsent(unsent),
@@ -139,23 +142,25 @@ async fn start(unsent: Unsent) -> Result<Started> {
         sql,
         params,
         queued,
-        unnamed,
+        cache,
     } = unsent;
     for q in &queued {
         let _ = client.batch_execute(q).await;
     }
-    if unnamed {
+    let Some(cache) = cache else {
         let rows = client
             .query_typed_raw(&sql, typed(&params))
             .await
             .map_err(map_error)?;
-        Ok((Box::pin(rows), None))
-    } else {
-        let stmt = client.prepare(&sql).await.map_err(map_error)?;
-        check_count(&stmt, &params)?;
-        let rows = client.query_raw(&stmt, bound(&params)).await.map_err(map_error)?;
-        Ok((Box::pin(rows), Some(Shape::of(stmt.columns()))))
-    }
+        return Ok((Box::pin(rows), None));
+    };
+    let prepared = cache.prepared(&client, &sql).await?;
+    check_count(&prepared.stmt, &params)?;
+    let rows = client
+        .query_raw(&prepared.stmt, bound(&params))
+        .await
+        .map_err(map_error)?;
+    Ok((Box::pin(rows), Some(prepared.shape)))
 }
 
 impl RowSource for PgRows {
