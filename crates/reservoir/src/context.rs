@@ -33,7 +33,8 @@ impl TaskKey {
 /// ends (dropping its connections) leaves nothing behind. Every checkout
 /// passes through here twice, so the map uses a fast hasher (keys are task
 /// ids, not attacker input) and a task's stack holds two entries inline
-/// (a connection and one transaction's) before it allocates.
+/// before it allocates (a task rarely holds more than one or two reusable
+/// connections: a transaction joins the one it has).
 #[derive(Default)]
 pub(crate) struct Contexts {
     stacks: Mutex<Stacks>,
