@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::context::TaskKey;
 use crate::cursor::Cursor;
-use crate::driver::RawConnection;
+use crate::driver::AnyConnection;
 use crate::engine::EngineInner;
 use crate::error::{Error, ErrorKind, Result};
 use crate::manager::DriverManager;
@@ -157,7 +157,7 @@ fn quote_identifier(name: &str, quote: char) -> Result<String> {
         .join("."))
 }
 
-fn raw_of<'g>(guard: &'g mut RawGuard<'_>) -> &'g mut Box<dyn RawConnection> {
+fn raw_of<'g>(guard: &'g mut RawGuard<'_>) -> &'g mut AnyConnection {
     guard.as_mut().expect("Link::lock checks the connection out")
 }
 
@@ -260,26 +260,41 @@ impl Connection {
     async fn run<T>(
         &self,
         sql: &str,
-        op: impl for<'r> FnOnce(&'r mut Box<dyn RawConnection>, &'r str) -> BoxFuture<'r, Result<T>>,
+        op: impl for<'r> FnOnce(&'r mut AnyConnection, &'r str) -> BoxFuture<'r, Result<T>>,
     ) -> Result<T> {
         let mut raw = self.link.lock(&self.engine).await?;
-        let started = statements_logged(self.engine.echo).then(Instant::now);
+        let started = self.started();
         let result = op(raw_of(&mut raw), sql).await;
+        self.finished(&mut raw, sql, started, &result);
+        result
+    }
+
+    /// When a statement starts, if statements are logged.
+    fn started(&self) -> Option<Instant> {
+        statements_logged(self.engine.echo).then(Instant::now)
+    }
+
+    /// After a statement: logs it and marks a lost connection for discarding.
+    fn finished<T>(&self, raw: &mut RawGuard<'_>, sql: &str, started: Option<Instant>, result: &Result<T>) {
         if let Some(started) = started {
             log_statement(self.engine.echo, sql, started.elapsed(), result.is_ok());
         }
-        if let (Err(e), Some(pooled)) = (&result, raw.as_mut()) {
+        if let (Err(e), Some(pooled)) = (result, raw.as_mut()) {
             if e.is_disconnect() {
                 pooled.mark_broken();
             }
         }
-        result
     }
 
     /// Runs a statement; returns the number of rows affected.
     pub async fn execute(&mut self, sql: &str, params: impl IntoParams) -> Result<u64> {
         let (sql, values) = self.bind(sql, params.into_params())?;
-        self.run(&sql, |raw, sql| raw.execute(sql, values)).await
+        // Not through `run`: awaited in place, its future is not boxed.
+        let mut raw = self.link.lock(&self.engine).await?;
+        let started = self.started();
+        let result = raw_of(&mut raw).execute_in_place(&sql, values).await;
+        self.finished(&mut raw, &sql, started, &result);
+        result
     }
 
     /// Runs one prepared statement once per parameter set, atomically (in a
@@ -362,7 +377,12 @@ impl Connection {
         limit: Option<usize>,
     ) -> Result<Vec<Row>> {
         let (sql, values) = self.bind(sql, params)?;
-        self.run(&sql, |raw, sql| raw.query(sql, values, limit)).await
+        // Not through `run`: awaited in place, its future is not boxed.
+        let mut raw = self.link.lock(&self.engine).await?;
+        let started = self.started();
+        let result = raw_of(&mut raw).query_in_place(&sql, values, limit).await;
+        self.finished(&mut raw, &sql, started, &result);
+        result
     }
 
     /// The first row; an error of kind [`ErrorKind::NoRows`] if there is none.

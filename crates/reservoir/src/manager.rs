@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::driver::{Driver, RawConnection};
+use crate::driver::{AnyConnection, Driver};
 use crate::error::Result;
 use crate::pool::{Interrupt, Manager};
 
@@ -12,7 +12,7 @@ pub(crate) struct DriverManager {
 }
 
 impl Manager for DriverManager {
-    type Connection = Box<dyn RawConnection>;
+    type Connection = AnyConnection;
 
     async fn connect(&self) -> Result<Self::Connection> {
         self.driver.connect().await

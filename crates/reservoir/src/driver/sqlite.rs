@@ -13,7 +13,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection as Sqlite, OpenFlags, ffi};
 use tokio::sync::oneshot;
 
-use super::{Driver, DriverOptions, Prefetch, Query, RawConnection, RowSource};
+use super::{AnyConnection, Driver, DriverOptions, Prefetch, Query, RawConnection, RowSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::{BoxFuture, Interrupt};
 use crate::row::{Column, Row};
@@ -124,7 +124,7 @@ impl Driver for SqliteDriver {
         .into())
     }
 
-    fn connect(&self) -> BoxFuture<'_, Result<Box<dyn RawConnection>>> {
+    fn connect(&self) -> BoxFuture<'_, Result<AnyConnection>> {
         Box::pin(async move {
             let (ready_tx, ready_rx) = oneshot::channel();
             let (tx, rx) = std_mpsc::channel();
@@ -166,11 +166,11 @@ impl Driver for SqliteDriver {
             let interrupt = ready_rx.await.map_err(|_| {
                 Error::new(ErrorKind::Connect, "the SQLite worker thread died while opening")
             })??;
-            Ok(Box::new(SqliteConnection {
+            Ok(AnyConnection::Sqlite(Box::new(SqliteConnection {
                 tx,
                 state,
                 interrupt: Arc::new(SqliteInterrupt(interrupt)),
-            }) as Box<dyn RawConnection>)
+            })))
         })
     }
 }
@@ -271,7 +271,9 @@ enum Pull {
     Forward(u64, Reply<u64>),
 }
 
-struct SqliteConnection {
+/// An open SQLite connection: a handle on its worker thread (held by the
+/// pool as an [`AnyConnection`]).
+pub struct SqliteConnection {
     tx: std_mpsc::Sender<Command>,
     state: Arc<WorkerState>,
     interrupt: Arc<SqliteInterrupt>,
@@ -302,6 +304,38 @@ fn worker_gone() -> Error {
     Error::new(ErrorKind::Disconnected, "the SQLite worker thread has stopped")
 }
 
+/// A command sent to the worker thread, awaiting its reply.
+struct Request<T> {
+    sent: Result<()>,
+    rx: oneshot::Receiver<Result<T>>,
+    /// The only statement in flight when it was sent.
+    alone: bool,
+}
+
+impl<T> Request<T> {
+    async fn answer(self) -> Result<T> {
+        let Request { sent, mut rx, alone } = self;
+        sent?;
+        // The only statement in flight: nothing else wants this core, and
+        // a short statement answers sooner than a park and wake-up would.
+        if alone {
+            let started = std::time::Instant::now();
+            while started.elapsed() < CALLER_SPIN {
+                match rx.try_recv() {
+                    Ok(result) => return result,
+                    Err(oneshot::error::TryRecvError::Closed) => return Err(worker_gone()),
+                    Err(oneshot::error::TryRecvError::Empty) => {
+                        for _ in 0..32 {
+                            std::hint::spin_loop();
+                        }
+                    }
+                }
+            }
+        }
+        rx.await.map_err(|_| worker_gone())?
+    }
+}
+
 impl SqliteConnection {
     fn send(&self, command: Command) -> Result<()> {
         self.state.started();
@@ -311,44 +345,46 @@ impl SqliteConnection {
         })
     }
 
-    fn call<T: Send + 'static>(
-        &self,
-        make: impl FnOnce(Reply<T>) -> Command,
-    ) -> BoxFuture<'static, Result<T>> {
-        let (reply, mut rx) = oneshot::channel();
+    /// Sends a command now; [`Request::answer`] waits for its reply.
+    fn call<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Request<T> {
+        let (reply, rx) = oneshot::channel();
         let sent = self.send(make(reply));
         let alone = self.state.load.in_flight.load(SeqCst) == 1
             && is_quiet(tokio::runtime::Handle::try_current().ok().as_ref());
-        Box::pin(async move {
-            sent?;
-            // The only statement in flight: nothing else wants this core, and
-            // a short statement answers sooner than a park and wake-up would.
-            if alone {
-                let started = std::time::Instant::now();
-                while started.elapsed() < CALLER_SPIN {
-                    match rx.try_recv() {
-                        Ok(result) => return result,
-                        Err(oneshot::error::TryRecvError::Closed) => return Err(worker_gone()),
-                        Err(oneshot::error::TryRecvError::Empty) => {
-                            for _ in 0..32 {
-                                std::hint::spin_loop();
-                            }
-                        }
-                    }
-                }
-            }
-            rx.await.map_err(|_| worker_gone())?
-        })
+        Request { sent, rx, alone }
+    }
+
+    /// [`RawConnection::execute`], as a future of its own type.
+    pub(crate) fn run_execute(
+        &mut self,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> impl Future<Output = Result<u64>> + Send + use<> {
+        self.call(|r| Command::Execute(sql.into(), params, r)).answer()
+    }
+
+    /// [`RawConnection::query`], as a future of its own type.
+    pub(crate) fn run_query(
+        &mut self,
+        sql: &str,
+        params: Vec<Value>,
+        limit: Option<usize>,
+    ) -> impl Future<Output = Result<Vec<Row>>> + Send + use<> {
+        self.call(|r| Command::Query(sql.into(), params, limit, r))
+            .answer()
     }
 }
 
 impl RawConnection for SqliteConnection {
     fn execute<'a>(&'a mut self, sql: &'a str, params: Vec<Value>) -> BoxFuture<'a, Result<u64>> {
-        self.call(|r| Command::Execute(sql.into(), params, r))
+        Box::pin(self.run_execute(sql, params))
     }
 
     fn execute_many<'a>(&'a mut self, sql: &'a str, params: Vec<Vec<Value>>) -> BoxFuture<'a, Result<u64>> {
-        self.call(|r| Command::ExecuteMany(sql.into(), params, r))
+        Box::pin(
+            self.call(|r| Command::ExecuteMany(sql.into(), params, r))
+                .answer(),
+        )
     }
 
     fn query<'a>(
@@ -357,12 +393,12 @@ impl RawConnection for SqliteConnection {
         params: Vec<Value>,
         limit: Option<usize>,
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
-        self.call(|r| Command::Query(sql.into(), params, limit, r))
+        Box::pin(self.run_query(sql, params, limit))
     }
 
     fn query_batch(&mut self, batch: Vec<Query>) -> BoxFuture<'_, Vec<Result<Vec<Row>>>> {
         let n = batch.len();
-        let call = self.call(|r| Command::QueryBatch(batch, r));
+        let call = self.call(|r| Command::QueryBatch(batch, r)).answer();
         Box::pin(async move {
             match call.await {
                 Ok(results) => results,
@@ -382,11 +418,11 @@ impl RawConnection for SqliteConnection {
     }
 
     fn simple<'a>(&'a mut self, sql: &'a str) -> BoxFuture<'a, Result<()>> {
-        self.call(|r| Command::Simple(sql.into(), r))
+        Box::pin(self.call(|r| Command::Simple(sql.into(), r)).answer())
     }
 
     fn ping(&mut self) -> BoxFuture<'_, Result<()>> {
-        self.call(Command::Ping)
+        Box::pin(self.call(Command::Ping).answer())
     }
 
     fn enqueue(&mut self, sql: &str) {
@@ -395,7 +431,7 @@ impl RawConnection for SqliteConnection {
     }
 
     fn reset(&mut self) -> BoxFuture<'_, Result<()>> {
-        self.call(Command::Reset)
+        Box::pin(self.call(Command::Reset).answer())
     }
 
     fn in_transaction(&self) -> bool {

@@ -14,7 +14,7 @@ use mysql_async::consts::StatusFlags;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Params};
 
-use super::{Driver, DriverOptions, InFlight, RawConnection, RowSource};
+use super::{AnyConnection, Driver, DriverOptions, InFlight, RawConnection, RowSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::{BoxFuture, Interrupt};
 use crate::row::Row;
@@ -118,7 +118,7 @@ impl Driver for MysqlDriver {
         Ok(sql)
     }
 
-    fn connect(&self) -> BoxFuture<'_, Result<Box<dyn RawConnection>>> {
+    fn connect(&self) -> BoxFuture<'_, Result<AnyConnection>> {
         Box::pin(async move {
             let connecting = Conn::new(self.opts.clone());
             let conn = match self.connect_timeout {
@@ -135,14 +135,14 @@ impl Driver for MysqlDriver {
                 opts: self.opts.clone(),
                 id: conn.id(),
             });
-            Ok(Box::new(MyConnection {
+            Ok(AnyConnection::Mysql(Box::new(MysqlConnection {
                 conn: Arc::new(tokio::sync::Mutex::new(conn)),
                 in_tx: false,
                 queued: Vec::new(),
                 dirty: Arc::new(AtomicBool::new(false)),
                 broken: Arc::new(AtomicBool::new(false)),
                 killer,
-            }) as Box<dyn RawConnection>)
+            })))
         })
     }
 }
@@ -170,7 +170,8 @@ impl Interrupt for Killer {
 
 pub(super) type Shared = Arc<tokio::sync::Mutex<Conn>>;
 
-struct MyConnection {
+/// An open MySQL or MariaDB connection (held by the pool as an [`AnyConnection`]).
+pub struct MysqlConnection {
     /// Shared with a stream while it is read.
     conn: Shared,
     in_tx: bool,
@@ -224,7 +225,7 @@ fn server_in_transaction(conn: &Conn) -> Option<bool> {
         .map(|ok| ok.status_flags().contains(StatusFlags::SERVER_STATUS_IN_TRANS))
 }
 
-impl MyConnection {
+impl MysqlConnection {
     /// Locks the connection for one operation and runs the queued
     /// statements first.
     async fn lock(&mut self) -> Result<(InFlight, tokio::sync::OwnedMutexGuard<Conn>)> {
@@ -266,29 +267,56 @@ impl MyConnection {
             map_error(e)
         })
     }
+
+    /// [`RawConnection::execute`], as a future of its own type.
+    pub(crate) async fn run_execute(&mut self, sql: &str, params: Vec<Value>) -> Result<u64> {
+        let (op, mut conn) = self.lock().await?;
+        let result = async {
+            match prepare(&mut conn, sql, params.len()).await {
+                Ok(stmt) => conn.exec_drop(&stmt, params_of(&params)).await?,
+                // Not every statement can be prepared: those without
+                // parameters go through the text protocol instead.
+                Err(mysql_async::Error::Server(e)) if e.code == ER_UNSUPPORTED_PS && params.is_empty() => {
+                    conn.query_drop(sql).await?
+                }
+                Err(e) => return Err(e),
+            }
+            Ok(conn.affected_rows())
+        }
+        .await;
+        self.finish(&conn, op, result)
+    }
+
+    /// [`RawConnection::query`], as a future of its own type.
+    pub(crate) async fn run_query(
+        &mut self,
+        sql: &str,
+        params: Vec<Value>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Row>> {
+        let (op, mut conn) = self.lock().await?;
+        let result = async {
+            let stmt = prepare(&mut conn, sql, params.len()).await?;
+            let mut result = conn.exec_iter(&stmt, params_of(&params)).await?;
+            let shape = result.columns().map(|c| Shape::of(&c));
+            let rows: Vec<mysql_async::Row> = result.collect().await?;
+            Ok((shape, rows))
+        }
+        .await;
+        let (shape, rows) = self.finish(&conn, op, result)?;
+        let Some(shape) = shape else {
+            return Ok(Vec::new());
+        };
+        rows.into_iter()
+            .take(limit.unwrap_or(usize::MAX))
+            .map(|r| shape.read(r))
+            .collect()
+    }
 }
 
-impl RawConnection for MyConnection {
+impl RawConnection for MysqlConnection {
     fn execute<'a>(&'a mut self, sql: &'a str, params: Vec<Value>) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(async move {
-            let (op, mut conn) = self.lock().await?;
-            let result = async {
-                match prepare(&mut conn, sql, params.len()).await {
-                    Ok(stmt) => conn.exec_drop(&stmt, params_of(&params)).await?,
-                    // Not every statement can be prepared: those without
-                    // parameters go through the text protocol instead.
-                    Err(mysql_async::Error::Server(e))
-                        if e.code == ER_UNSUPPORTED_PS && params.is_empty() =>
-                    {
-                        conn.query_drop(sql).await?
-                    }
-                    Err(e) => return Err(e),
-                }
-                Ok(conn.affected_rows())
-            }
-            .await;
-            self.finish(&conn, op, result)
-        })
+        Box::pin(self.run_execute(sql, params))
     }
 
     fn execute_many<'a>(&'a mut self, sql: &'a str, sets: Vec<Vec<Value>>) -> BoxFuture<'a, Result<u64>> {
@@ -337,25 +365,7 @@ impl RawConnection for MyConnection {
         params: Vec<Value>,
         limit: Option<usize>,
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
-        Box::pin(async move {
-            let (op, mut conn) = self.lock().await?;
-            let result = async {
-                let stmt = prepare(&mut conn, sql, params.len()).await?;
-                let mut result = conn.exec_iter(&stmt, params_of(&params)).await?;
-                let shape = result.columns().map(|c| Shape::of(&c));
-                let rows: Vec<mysql_async::Row> = result.collect().await?;
-                Ok((shape, rows))
-            }
-            .await;
-            let (shape, rows) = self.finish(&conn, op, result)?;
-            let Some(shape) = shape else {
-                return Ok(Vec::new());
-            };
-            rows.into_iter()
-                .take(limit.unwrap_or(usize::MAX))
-                .map(|r| shape.read(r))
-                .collect()
-        })
+        Box::pin(self.run_query(sql, params, limit))
     }
 
     fn open_rows(&mut self, sql: &str, params: Vec<Value>) -> Box<dyn RowSource> {

@@ -27,7 +27,7 @@ use rows::{PgCursor, PgRows};
 pub(crate) use types::PgRow;
 use types::{PgBind, Prepared, Shape, bound, read_row, typed};
 
-use super::{Driver, DriverOptions, InFlight, Query, RawConnection, RowSource};
+use super::{AnyConnection, Driver, DriverOptions, InFlight, Query, RawConnection, RowSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::{BoxFuture, Interrupt};
 use crate::row::Row;
@@ -79,7 +79,7 @@ impl Driver for PostgresDriver {
         Ok(sql)
     }
 
-    fn connect(&self) -> BoxFuture<'_, Result<Box<dyn RawConnection>>> {
+    fn connect(&self) -> BoxFuture<'_, Result<AnyConnection>> {
         Box::pin(async move {
             let connect_error = |e: tokio_postgres::Error| {
                 Error::new(
@@ -99,7 +99,7 @@ impl Driver for PostgresDriver {
                 }
             };
             let cancel = client.cancel_token();
-            Ok(Box::new(PgConnection {
+            Ok(AnyConnection::Postgres(Box::new(PgConnection {
                 client: Arc::new(client),
                 cache: StatementCache::new(self.cache_size),
                 io,
@@ -112,12 +112,13 @@ impl Driver for PostgresDriver {
                     address: PgCancel::address_of(&self.config),
                 }),
                 cursors: 0,
-            }) as Box<dyn RawConnection>)
+            })))
         })
     }
 }
 
-struct PgConnection {
+/// An open PostgreSQL connection (held by the pool as an [`AnyConnection`]).
+pub struct PgConnection {
     client: Arc<Client>,
     /// Prepared statements with their result columns; `None`: caching off.
     cache: Option<Arc<StatementCache>>,
@@ -275,6 +276,31 @@ impl PgConnection {
         ended
     }
 
+    /// [`RawConnection::execute`], as a future of its own type.
+    pub(crate) async fn run_execute(&mut self, sql: &str, params: Vec<Value>) -> Result<u64> {
+        let mut op = InFlight::new(&self.dirty);
+        let target = self.ready(sql, &[&params]).await?;
+        let n = execute_one(&self.client, &target, &params).await?;
+        self.note_transaction(sql);
+        op.finished = true;
+        Ok(n)
+    }
+
+    /// [`RawConnection::query`], as a future of its own type.
+    pub(crate) async fn run_query(
+        &mut self,
+        sql: &str,
+        params: Vec<Value>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Row>> {
+        let mut op = InFlight::new(&self.dirty);
+        let target = self.ready(sql, &[&params]).await?;
+        let out = query_rows(&self.client, &target, &params, limit).await?;
+        self.note_transaction(sql);
+        op.finished = true;
+        Ok(out)
+    }
+
     fn note_transaction(&mut self, sql: &str) {
         if let Some(open) = transaction_effect(sql) {
             self.in_tx = open;
@@ -284,14 +310,7 @@ impl PgConnection {
 
 impl RawConnection for PgConnection {
     fn execute<'a>(&'a mut self, sql: &'a str, params: Vec<Value>) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(async move {
-            let mut op = InFlight::new(&self.dirty);
-            let target = self.ready(sql, &[&params]).await?;
-            let n = execute_one(&self.client, &target, &params).await?;
-            self.note_transaction(sql);
-            op.finished = true;
-            Ok(n)
-        })
+        Box::pin(self.run_execute(sql, params))
     }
 
     fn execute_many<'a>(&'a mut self, sql: &'a str, sets: Vec<Vec<Value>>) -> BoxFuture<'a, Result<u64>> {
@@ -313,14 +332,7 @@ impl RawConnection for PgConnection {
         params: Vec<Value>,
         limit: Option<usize>,
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
-        Box::pin(async move {
-            let mut op = InFlight::new(&self.dirty);
-            let target = self.ready(sql, &[&params]).await?;
-            let out = query_rows(&self.client, &target, &params, limit).await?;
-            self.note_transaction(sql);
-            op.finished = true;
-            Ok(out)
-        })
+        Box::pin(self.run_query(sql, params, limit))
     }
 
     fn query_batch(&mut self, batch: Vec<Query>) -> BoxFuture<'_, Vec<Result<Vec<Row>>>> {
