@@ -1,6 +1,7 @@
 //! Timing helpers shared by every benchmark.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -58,6 +59,92 @@ where
         per_sec,
         cpu_us: Some(cpu * 1e6),
     }
+}
+
+/// One timed run of a contender: operations per second, and client CPU
+/// seconds per operation when the contender runs in this process.
+type Run = Pin<Box<dyn Future<Output = (f64, Option<f64>)> + Send>>;
+
+/// One contender of an [`interleaved`] comparison.
+pub struct Contender {
+    pub name: &'static str,
+    /// Whether it is Reservoir's (its table row goes above the peers').
+    pub ours: bool,
+    run: Box<dyn Fn(Duration) -> Run + Send + Sync>,
+}
+
+impl Contender {
+    /// `tasks` copies of `op` in a loop, as [`throughput`] runs them.
+    pub fn looping<F, Fut>(name: &'static str, ours: bool, tasks: usize, op: F) -> Contender
+    where
+        F: Fn() -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Contender {
+            name,
+            ours,
+            run: Box::new(move |length| {
+                let op = op.clone();
+                Box::pin(async move {
+                    let (rate, cpu) = one_run(tasks, length, op).await;
+                    (rate, Some(cpu))
+                })
+            }),
+        }
+    }
+
+    /// A contender measured outside this process (`pgbench`): `run` blocks
+    /// for about `length` and gives a rate.
+    pub fn external(
+        name: &'static str,
+        run: impl Fn(Duration) -> f64 + Send + Sync + Clone + 'static,
+    ) -> Contender {
+        Contender {
+            name,
+            ours: false,
+            run: Box::new(move |length| {
+                let run = run.clone();
+                Box::pin(async move { (run(length), None) })
+            }),
+        }
+    }
+}
+
+/// Runs every contender once per round, in turn: a short warm-up round,
+/// then three measured ones; each contender's rate is its median round.
+/// Taking turns, rather than one contender's runs after another's, exposes
+/// them all alike to what drifts on a shared machine (the server's caches,
+/// the neighbours' load), which moved single runs by ±15% here. Returns
+/// Reservoir's rows and the peers'.
+pub async fn interleaved(contenders: &[Contender]) -> (Vec<Row>, Vec<Row>) {
+    let mut runs: Vec<Vec<(f64, Option<f64>)>> = vec![Vec::new(); contenders.len()];
+    for round in 0..4 {
+        let length = if round == 0 { run_time() / 4 } else { run_time() };
+        for (contender, runs) in contenders.iter().zip(&mut runs) {
+            let run = (contender.run)(length).await;
+            if round > 0 {
+                runs.push(run);
+            }
+        }
+    }
+    let (mut ours, mut peers) = (Vec::new(), Vec::new());
+    for (contender, mut runs) in contenders.iter().zip(runs) {
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (per_sec, cpu) = runs[runs.len() / 2];
+        let row = Row {
+            name: contender.name,
+            rate: Rate {
+                per_sec,
+                cpu_us: cpu.map(|c| c * 1e6),
+            },
+        };
+        if contender.ours {
+            ours.push(row)
+        } else {
+            peers.push(row)
+        }
+    }
+    (ours, peers)
 }
 
 /// One timed run: operations per second, and CPU seconds per operation.

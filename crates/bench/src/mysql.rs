@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use mysql_async::prelude::Queryable;
 use reservoir::Engine;
 
-use crate::harness::{Row, print_table, runtime, throughput};
+use crate::harness::{Contender, Row, interleaved, print_table, runtime};
 
 const URL: &str = "mysql://root@127.0.0.1:3306/test";
 const SELECT: &str = "SELECT id, name, value FROM reservoir_bench_kv WHERE id = ?";
@@ -27,7 +27,12 @@ pub fn run() {
         prepare().await;
         point_selects().await
     });
-    print_table("point select by primary key", "selects/s", &ours, &peers);
+    print_table(
+        "point select by primary key (contenders interleaved, median of 3 rounds)",
+        "selects/s",
+        &ours,
+        &peers,
+    );
 }
 
 async fn prepare() {
@@ -71,53 +76,51 @@ async fn prepare() {
 }
 
 async fn point_selects() -> (Vec<Row>, Vec<Row>) {
-    let ours = crate::ours::point_selects(URL, CONNECTIONS, TASKS, SELECT, next_id).await;
+    let mut contenders = crate::ours::point_selects(URL, CONNECTIONS, TASKS, SELECT, next_id).await;
 
     let constraints = mysql_async::PoolConstraints::new(CONNECTIONS, CONNECTIONS).expect("constraints");
     let opts = mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(URL).expect("url"))
         .pool_opts(mysql_async::PoolOpts::default().with_constraints(constraints));
     let pool = mysql_async::Pool::new(opts);
     let p = pool.clone();
-    let native = throughput(TASKS, move || {
-        let pool = p.clone();
-        async move {
-            let mut conn = pool.get_conn().await.expect("get_conn");
-            let row: Option<(i64, String, i64)> =
-                conn.exec_first(SELECT, (next_id(),)).await.expect("select");
-            std::hint::black_box(row);
-        }
-    })
-    .await;
-    pool.disconnect().await.expect("disconnect");
+    contenders.push(Contender::looping(
+        "mysql_async 0.37 Pool (exec_first)",
+        false,
+        TASKS,
+        move || {
+            let pool = p.clone();
+            async move {
+                let mut conn = pool.get_conn().await.expect("get_conn");
+                let row: Option<(i64, String, i64)> =
+                    conn.exec_first(SELECT, (next_id(),)).await.expect("select");
+                std::hint::black_box(row);
+            }
+        },
+    ));
 
     let sqlx_pool = sqlx::mysql::MySqlPoolOptions::new()
         .max_connections(CONNECTIONS as u32)
         .connect(URL)
         .await
         .expect("sqlx");
-    let sqlx_rate = throughput(TASKS, move || {
-        let pool = sqlx_pool.clone();
-        async move {
-            let row = sqlx::query(SELECT)
-                .bind(next_id())
-                .fetch_one(&pool)
-                .await
-                .expect("select");
-            std::hint::black_box(row);
-        }
-    })
-    .await;
-    (
-        ours,
-        vec![
-            Row {
-                name: "mysql_async 0.37 Pool (exec_first)",
-                rate: native,
-            },
-            Row {
-                name: "sqlx 0.9 MySqlPool",
-                rate: sqlx_rate,
-            },
-        ],
-    )
+    contenders.push(Contender::looping(
+        "sqlx 0.9 MySqlPool",
+        false,
+        TASKS,
+        move || {
+            let pool = sqlx_pool.clone();
+            async move {
+                let row = sqlx::query(SELECT)
+                    .bind(next_id())
+                    .fetch_one(&pool)
+                    .await
+                    .expect("select");
+                std::hint::black_box(row);
+            }
+        },
+    ));
+    let rows = interleaved(&contenders).await;
+    drop(contenders);
+    pool.disconnect().await.expect("disconnect");
+    rows
 }

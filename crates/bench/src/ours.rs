@@ -1,12 +1,12 @@
 //! Reservoir's side of the server point-select tables, the same for every
 //! server dialect: connectionless, a checkout per select, and connectionless
 //! with `pipeline_reads`, each on `connections` connections and no backlog
-//! bound.
+//! bound. They run interleaved with the peers (`harness::interleaved`).
 
 use reservoir::Engine;
 use reservoir::value::ToValue;
 
-use crate::harness::{Rate, Row, throughput};
+use crate::harness::Contender;
 
 async fn engine(url: &str, connections: usize, pipeline_reads: bool) -> Engine {
     Engine::builder(url)
@@ -19,57 +19,56 @@ async fn engine(url: &str, connections: usize, pipeline_reads: bool) -> Engine {
         .expect("reservoir engine")
 }
 
-async fn connectionless<K: ToValue + Send + 'static>(
+fn connectionless<K: ToValue + Send + 'static>(
+    name: &'static str,
     engine: &Engine,
     tasks: usize,
     sql: &'static str,
     key: fn() -> K,
-) -> Rate {
+) -> Contender {
     let e = engine.clone();
-    throughput(tasks, move || {
+    Contender::looping(name, true, tasks, move || {
         let engine = e.clone();
         async move {
             std::hint::black_box(engine.fetch_one(sql, (key(),)).await.expect("select"));
         }
     })
-    .await
 }
 
-/// The three Reservoir rows of a point-select table: `sql` takes one key, `key` gives the next.
+/// The three Reservoir contenders of a point-select table: `sql` takes one
+/// key, `key` gives the next. Two engines of `connections` each: one
+/// plain, one with `pipeline_reads`.
 pub async fn point_selects<K: ToValue + Send + 'static>(
     url: &str,
     connections: usize,
     tasks: usize,
     sql: &'static str,
     key: fn() -> K,
-) -> Vec<Row> {
+) -> Vec<Contender> {
     let plain = engine(url, connections, false).await;
-    let ours = connectionless(&plain, tasks, sql, key).await;
-    let e = plain.clone();
-    let checkout = throughput(tasks, move || {
-        let engine = e.clone();
-        async move {
-            let mut conn = engine.acquire().await.expect("acquire");
-            std::hint::black_box(conn.fetch_one(sql, (key(),)).await.expect("select"));
-        }
-    })
-    .await;
-    plain.close().await;
     let piped = engine(url, connections, true).await;
-    let pipelined = connectionless(&piped, tasks, sql, key).await;
-    piped.close().await;
+    let e = plain.clone();
     vec![
-        Row {
-            name: "reservoir engine.fetch_one (connectionless)",
-            rate: ours,
-        },
-        Row {
-            name: "reservoir acquire + conn.fetch_one",
-            rate: checkout,
-        },
-        Row {
-            name: "reservoir engine.fetch_one, pipeline_reads",
-            rate: pipelined,
-        },
+        connectionless(
+            "reservoir engine.fetch_one (connectionless)",
+            &plain,
+            tasks,
+            sql,
+            key,
+        ),
+        Contender::looping("reservoir acquire + conn.fetch_one", true, tasks, move || {
+            let engine = e.clone();
+            async move {
+                let mut conn = engine.acquire().await.expect("acquire");
+                std::hint::black_box(conn.fetch_one(sql, (key(),)).await.expect("select"));
+            }
+        }),
+        connectionless(
+            "reservoir engine.fetch_one, pipeline_reads",
+            &piped,
+            tasks,
+            sql,
+            key,
+        ),
     ]
 }

@@ -7,14 +7,14 @@ use std::pin::Pin;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio_postgres::types::Type;
 
 use reservoir::Engine;
 
-use crate::harness::{Row, print_table, run_time, runtime, throughput};
+use crate::harness::{Contender, Row, interleaved, print_table, runtime};
 
 /// Plain TCP for every contender: the peers here are built without TLS.
 pub(crate) const URL: &str = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable";
@@ -47,14 +47,12 @@ fn select_section(rt: &tokio::runtime::Runtime) {
         "\n## PostgreSQL point select (pgbench_accounts, scale 10), {TASKS} tasks, {CONNECTIONS} connections"
     );
     let (ours, peers) = rt.block_on(point_selects());
-    let mut peers = peers;
-    if let Some(tps) = pgbench_select() {
-        peers.push(Row {
-            name: "pgbench -S -M prepared -c 8 -j 2 (C reference)",
-            rate: tps.into(),
-        });
-    }
-    print_table("point select by primary key", "selects/s", &ours, &peers);
+    print_table(
+        "point select by primary key (contenders interleaved, median of 3 rounds)",
+        "selects/s",
+        &ours,
+        &peers,
+    );
 }
 
 /// Only the bulk-load comparison (`-- pg-bulk`).
@@ -271,8 +269,9 @@ fn prepare_table() {
     }
 }
 
-fn pgbench_select() -> Option<f64> {
-    let secs = run_time().as_secs().max(2).to_string();
+/// `pgbench -S` for about `length` (whole seconds, at least one): its tps.
+fn pgbench_select(length: Duration) -> Option<f64> {
+    let secs = length.as_secs_f64().round().max(1.0).to_string();
     let out = Command::new("pgbench")
         .args([
             "-S",
@@ -317,7 +316,7 @@ async fn warm_up() {
 
 async fn point_selects() -> (Vec<Row>, Vec<Row>) {
     warm_up().await;
-    let ours = crate::ours::point_selects(URL, CONNECTIONS, TASKS, SELECT, next_aid).await;
+    let mut contenders = crate::ours::point_selects(URL, CONNECTIONS, TASKS, SELECT, next_aid).await;
 
     let mut cfg = deadpool_postgres::Config::new();
     cfg.url = Some(URL.into());
@@ -325,16 +324,20 @@ async fn point_selects() -> (Vec<Row>, Vec<Row>) {
     let dp = cfg
         .create_pool(Some(deadpool_postgres::Runtime::Tokio1), tokio_postgres::NoTls)
         .expect("deadpool");
-    let deadpool = throughput(TASKS, move || {
-        let pool = dp.clone();
-        async move {
-            let client = pool.get().await.expect("deadpool get");
-            let stmt = client.prepare_cached(SELECT).await.expect("prepare");
-            let row = client.query_one(&stmt, &[&next_aid()]).await.expect("select");
-            std::hint::black_box(row);
-        }
-    })
-    .await;
+    contenders.push(Contender::looping(
+        "deadpool-postgres 0.14 (prepare_cached)",
+        false,
+        TASKS,
+        move || {
+            let pool = dp.clone();
+            async move {
+                let client = pool.get().await.expect("deadpool get");
+                let stmt = client.prepare_cached(SELECT).await.expect("prepare");
+                let row = client.query_one(&stmt, &[&next_aid()]).await.expect("select");
+                std::hint::black_box(row);
+            }
+        },
+    ));
 
     let manager = bb8_postgres::PostgresConnectionManager::new_from_stringlike(URL, tokio_postgres::NoTls)
         .expect("bb8 manager");
@@ -343,22 +346,21 @@ async fn point_selects() -> (Vec<Row>, Vec<Row>) {
         .build(manager)
         .await
         .expect("bb8");
-    let bb8_rate = throughput(TASKS, move || {
+    contenders.push(Contender::looping("bb8-postgres 0.9", false, TASKS, move || {
         let pool = b.clone();
         async move {
             let client = pool.get().await.expect("bb8 get");
             let row = client.query_one(SELECT, &[&next_aid()]).await.expect("select");
             std::hint::black_box(row);
         }
-    })
-    .await;
+    }));
 
     let sqlx_pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(CONNECTIONS as u32)
         .connect(URL)
         .await
         .expect("sqlx");
-    let sqlx_rate = throughput(TASKS, move || {
+    contenders.push(Contender::looping("sqlx 0.9 PgPool", false, TASKS, move || {
         let pool = sqlx_pool.clone();
         async move {
             let row = sqlx::query(SELECT)
@@ -368,8 +370,7 @@ async fn point_selects() -> (Vec<Row>, Vec<Row>) {
                 .expect("select");
             std::hint::black_box(row);
         }
-    })
-    .await;
+    }));
 
     let mut clients = Vec::new();
     for _ in 0..CONNECTIONS {
@@ -382,35 +383,25 @@ async fn point_selects() -> (Vec<Row>, Vec<Row>) {
     }
     let clients = Arc::new(clients);
     let turn = Arc::new(AtomicUsize::new(0));
-    let raw = throughput(TASKS, move || {
-        let (clients, turn) = (Arc::clone(&clients), Arc::clone(&turn));
-        async move {
-            let (client, stmt) = &clients[turn.fetch_add(1, Relaxed) % CONNECTIONS];
-            let row = client.query_one(stmt, &[&next_aid()]).await.expect("select");
-            std::hint::black_box(row);
-        }
-    })
-    .await;
+    contenders.push(Contender::looping(
+        "tokio-postgres, 8 clients shared (pipelined)",
+        false,
+        TASKS,
+        move || {
+            let (clients, turn) = (Arc::clone(&clients), Arc::clone(&turn));
+            async move {
+                let (client, stmt) = &clients[turn.fetch_add(1, Relaxed) % CONNECTIONS];
+                let row = client.query_one(stmt, &[&next_aid()]).await.expect("select");
+                std::hint::black_box(row);
+            }
+        },
+    ));
 
-    (
-        ours,
-        vec![
-            Row {
-                name: "deadpool-postgres 0.14 (prepare_cached)",
-                rate: deadpool,
-            },
-            Row {
-                name: "bb8-postgres 0.9",
-                rate: bb8_rate,
-            },
-            Row {
-                name: "sqlx 0.9 PgPool",
-                rate: sqlx_rate,
-            },
-            Row {
-                name: "tokio-postgres, 8 clients shared (pipelined)",
-                rate: raw,
-            },
-        ],
-    )
+    if pgbench_select(Duration::from_secs(1)).is_some() {
+        contenders.push(Contender::external(
+            "pgbench -S -M prepared -c 8 -j 2 (C reference)",
+            |length| pgbench_select(length).unwrap_or(f64::NAN),
+        ));
+    }
+    interleaved(&contenders).await
 }
