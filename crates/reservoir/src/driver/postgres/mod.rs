@@ -357,8 +357,11 @@ impl RawConnection for PgConnection {
                 // transaction mode hands the server connection to another
                 // client at the first ReadyForQuery, so the answers of reads
                 // pipelined behind it would reach that client.
+                // Each read boxed: inline, one read's future would double
+                // the size of every batch's (2.4 KB, past the allocator's
+                // per-thread cache), pipelined or not.
                 let mut out = Vec::with_capacity(batch.len());
-                for run in runs {
+                for run in runs.map(Box::pin) {
                     out.push(run.await);
                 }
                 out
