@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 
-use crate::harness::{Row, print_table, runtime, throughput};
+use crate::harness::{Contender, Row, interleaved, print_table, runtime};
 
 struct Noop;
 
@@ -52,7 +52,7 @@ pub fn run() {
     for (tasks, slots) in [(1usize, 8usize), (64, 8), (512, 16)] {
         let (ours, peers) = rt.block_on(case(tasks, slots));
         print_table(
-            &format!("{tasks} tasks / {slots} slots"),
+            &format!("{tasks} tasks / {slots} slots (contenders interleaved, median of 3 rounds)"),
             "acquires/s",
             &ours,
             &peers,
@@ -68,54 +68,35 @@ async fn case(tasks: usize, slots: usize) -> (Vec<Row>, Vec<Row>) {
         .build()
         .await
         .expect("reservoir pool");
-    let reservoir_rate = throughput(tasks, move || {
-        let pool = ours.clone();
-        async move {
-            drop(pool.acquire().await.expect("acquire"));
-        }
-    })
-    .await;
-
     let dp = deadpool::managed::Pool::<Noop>::builder(Noop)
         .max_size(slots)
         .build()
         .expect("deadpool");
-    let deadpool_rate = throughput(tasks, move || {
-        let pool = dp.clone();
-        async move {
-            drop(pool.get().await.expect("deadpool get"));
-        }
-    })
-    .await;
-
     let b = bb8::Pool::builder()
         .max_size(slots as u32)
         .test_on_check_out(false)
         .build(Noop)
         .await
         .expect("bb8");
-    let bb8_rate = throughput(tasks, move || {
-        let pool = b.clone();
-        async move {
-            drop(pool.get().await.expect("bb8 get"));
-        }
-    })
-    .await;
-
-    (
-        vec![Row {
-            name: "reservoir",
-            rate: reservoir_rate,
-        }],
-        vec![
-            Row {
-                name: "deadpool 0.12 (managed)",
-                rate: deadpool_rate,
-            },
-            Row {
-                name: "bb8 0.9",
-                rate: bb8_rate,
-            },
-        ],
-    )
+    let contenders = [
+        Contender::looping("reservoir", true, tasks, move || {
+            let pool = ours.clone();
+            async move {
+                drop(pool.acquire().await.expect("acquire"));
+            }
+        }),
+        Contender::looping("deadpool 0.12 (managed)", false, tasks, move || {
+            let pool = dp.clone();
+            async move {
+                drop(pool.get().await.expect("deadpool get"));
+            }
+        }),
+        Contender::looping("bb8 0.9", false, tasks, move || {
+            let pool = b.clone();
+            async move {
+                drop(pool.get().await.expect("bb8 get"));
+            }
+        }),
+    ];
+    interleaved(&contenders).await
 }
