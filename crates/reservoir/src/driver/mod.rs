@@ -53,7 +53,7 @@ impl LazyRow {
 /// `execute`, which every point select and write goes through, are awaited
 /// in place ([`query_in_place`](Self::query_in_place)): through the trait,
 /// each statement's future is boxed, and a PostgreSQL one is 1.2 KB, past
-/// glibc's per-thread cache, which cost about 1 µs per statement. Every
+/// glibc's per-thread cache, which cost 0.5-1 µs per statement. Every
 /// other operation derefs to the [`RawConnection`] trait object. Each
 /// connection is boxed (once, when opened) so that the pool moves 16 bytes,
 /// not the largest driver's state, and acquire futures stay small.
