@@ -137,21 +137,23 @@ pub struct PgConnection {
 /// Tracks transaction state from the statements we send: tokio-postgres does
 /// not expose the server's ReadyForQuery status.
 fn transaction_effect(sql: &str) -> Option<bool> {
-    // Runs on every statement: look at the first word without allocating.
+    // Runs on every statement: look at the first word's bytes, without
+    // allocating, and compare it only with the keywords of its length.
     let sql = sql.trim_start();
-    let end = sql.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(sql.len());
-    let word = &sql[..end];
-    let is = |w: &str| word.eq_ignore_ascii_case(w);
-    if is("BEGIN") || is("START") {
-        Some(true)
-    } else if is("COMMIT")
-        || is("END")
-        || is("ABORT")
-        || (is("ROLLBACK") && !sql.to_ascii_uppercase().contains(" TO "))
-    {
-        Some(false)
-    } else {
-        None
+    let bytes = sql.as_bytes();
+    let end = bytes
+        .iter()
+        .position(|b| !b.is_ascii_alphabetic())
+        .unwrap_or(bytes.len());
+    let word = &bytes[..end];
+    let is = |w: &str| word.eq_ignore_ascii_case(w.as_bytes());
+    match word.len() {
+        3 if is("END") => Some(false),
+        5 if is("BEGIN") || is("START") => Some(true),
+        5 if is("ABORT") => Some(false),
+        6 if is("COMMIT") => Some(false),
+        8 if is("ROLLBACK") && !sql.to_ascii_uppercase().contains(" TO ") => Some(false),
+        _ => None,
     }
 }
 
@@ -600,5 +602,11 @@ mod tests {
         assert_eq!(transaction_effect("SELECT 'BEGIN'"), None);
         assert_eq!(transaction_effect("BEGINNING_TABLE"), None);
         assert_eq!(transaction_effect(""), None);
+        assert_eq!(transaction_effect("end"), Some(false));
+        assert_eq!(transaction_effect("Abort;"), Some(false));
+        assert_eq!(transaction_effect(" \n COMMIT"), Some(false));
+        assert_eq!(transaction_effect("SET search_path TO x"), None);
+        assert_eq!(transaction_effect("SAVEPOINT sp_1"), None);
+        assert_eq!(transaction_effect("SELECT 1"), None);
     }
 }
