@@ -161,6 +161,33 @@ fn raw_of<'g>(guard: &'g mut RawGuard<'_>) -> &'g mut AnyConnection {
     guard.as_mut().expect("Link::lock checks the connection out")
 }
 
+/// One statement on the locked raw connection. `finish` logs it (INFO with
+/// `echo`, else DEBUG; parameter values are never logged; timed only when
+/// logged) and marks a lost connection for discarding.
+struct Running<'l> {
+    raw: RawGuard<'l>,
+    started: Option<Instant>,
+    echo: bool,
+}
+
+impl Running<'_> {
+    fn raw(&mut self) -> &mut AnyConnection {
+        raw_of(&mut self.raw)
+    }
+
+    fn finish<T>(mut self, sql: &str, result: Result<T>) -> Result<T> {
+        if let Some(started) = self.started {
+            log_statement(self.echo, sql, started.elapsed(), result.is_ok());
+        }
+        if let (Err(e), Some(pooled)) = (&result, self.raw.as_mut()) {
+            if e.is_disconnect() {
+                pooled.mark_broken();
+            }
+        }
+        result
+    }
+}
+
 /// A connection of an [`Engine`](crate::Engine)'s pool. Dropping it returns
 /// the raw connection (rolled back if a transaction is open); a reusing
 /// connection leaves the raw connection with its root.
@@ -254,47 +281,33 @@ impl Connection {
         params.bind(sql, self.engine.driver.placeholder())
     }
 
-    /// Runs one operation on the raw connection: locks it (checking it out
-    /// if lazy), logs the statement (INFO with `echo`, else DEBUG; parameter
-    /// values are never logged) and marks a lost connection for discarding.
+    /// Locks the raw connection for one statement (checking it out if lazy).
+    async fn start(&self) -> Result<Running<'_>> {
+        Ok(Running {
+            raw: self.link.lock(&self.engine).await?,
+            started: statements_logged(self.engine.echo).then(Instant::now),
+            echo: self.engine.echo,
+        })
+    }
+
+    /// Runs one operation through the driver trait (see [`Running`]).
     async fn run<T>(
         &self,
         sql: &str,
         op: impl for<'r> FnOnce(&'r mut AnyConnection, &'r str) -> BoxFuture<'r, Result<T>>,
     ) -> Result<T> {
-        let mut raw = self.link.lock(&self.engine).await?;
-        let started = self.started();
-        let result = op(raw_of(&mut raw), sql).await;
-        self.finished(&mut raw, sql, started, &result);
-        result
-    }
-
-    /// When a statement starts, if statements are logged.
-    fn started(&self) -> Option<Instant> {
-        statements_logged(self.engine.echo).then(Instant::now)
-    }
-
-    /// After a statement: logs it and marks a lost connection for discarding.
-    fn finished<T>(&self, raw: &mut RawGuard<'_>, sql: &str, started: Option<Instant>, result: &Result<T>) {
-        if let Some(started) = started {
-            log_statement(self.engine.echo, sql, started.elapsed(), result.is_ok());
-        }
-        if let (Err(e), Some(pooled)) = (result, raw.as_mut()) {
-            if e.is_disconnect() {
-                pooled.mark_broken();
-            }
-        }
+        let mut running = self.start().await?;
+        let result = op(running.raw(), sql).await;
+        running.finish(sql, result)
     }
 
     /// Runs a statement; returns the number of rows affected.
     pub async fn execute(&mut self, sql: &str, params: impl IntoParams) -> Result<u64> {
         let (sql, values) = self.bind(sql, params.into_params())?;
         // Not through `run`: awaited in place, its future is not boxed.
-        let mut raw = self.link.lock(&self.engine).await?;
-        let started = self.started();
-        let result = raw_of(&mut raw).execute_in_place(&sql, values).await;
-        self.finished(&mut raw, &sql, started, &result);
-        result
+        let mut running = self.start().await?;
+        let result = running.raw().execute_in_place(&sql, values).await;
+        running.finish(&sql, result)
     }
 
     /// Runs one prepared statement once per parameter set, atomically (in a
@@ -378,11 +391,9 @@ impl Connection {
     ) -> Result<Vec<Row>> {
         let (sql, values) = self.bind(sql, params)?;
         // Not through `run`: awaited in place, its future is not boxed.
-        let mut raw = self.link.lock(&self.engine).await?;
-        let started = self.started();
-        let result = raw_of(&mut raw).query_in_place(&sql, values, limit).await;
-        self.finished(&mut raw, &sql, started, &result);
-        result
+        let mut running = self.start().await?;
+        let result = running.raw().query_in_place(&sql, values, limit).await;
+        running.finish(&sql, result)
     }
 
     /// The first row; an error of kind [`ErrorKind::NoRows`] if there is none.
