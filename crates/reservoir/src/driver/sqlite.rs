@@ -346,12 +346,20 @@ impl SqliteConnection {
     }
 
     /// Sends a command now; [`Request::answer`] waits for its reply.
-    fn call<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Request<T> {
+    fn request<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Request<T> {
         let (reply, rx) = oneshot::channel();
         let sent = self.send(make(reply));
         let alone = self.state.load.in_flight.load(SeqCst) == 1
             && is_quiet(tokio::runtime::Handle::try_current().ok().as_ref());
         Request { sent, rx, alone }
+    }
+
+    /// A command sent now, its reply as a boxed future (the trait's form).
+    fn call<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> BoxFuture<'static, Result<T>> {
+        Box::pin(self.request(make).answer())
     }
 
     /// [`RawConnection::execute`], as a future of its own type.
@@ -360,7 +368,7 @@ impl SqliteConnection {
         sql: &str,
         params: Vec<Value>,
     ) -> impl Future<Output = Result<u64>> + Send + use<> {
-        self.call(|r| Command::Execute(sql.into(), params, r)).answer()
+        self.request(|r| Command::Execute(sql.into(), params, r)).answer()
     }
 
     /// [`RawConnection::query`], as a future of its own type.
@@ -370,7 +378,7 @@ impl SqliteConnection {
         params: Vec<Value>,
         limit: Option<usize>,
     ) -> impl Future<Output = Result<Vec<Row>>> + Send + use<> {
-        self.call(|r| Command::Query(sql.into(), params, limit, r))
+        self.request(|r| Command::Query(sql.into(), params, limit, r))
             .answer()
     }
 }
@@ -381,10 +389,7 @@ impl RawConnection for SqliteConnection {
     }
 
     fn execute_many<'a>(&'a mut self, sql: &'a str, params: Vec<Vec<Value>>) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(
-            self.call(|r| Command::ExecuteMany(sql.into(), params, r))
-                .answer(),
-        )
+        self.call(|r| Command::ExecuteMany(sql.into(), params, r))
     }
 
     fn query<'a>(
@@ -398,7 +403,7 @@ impl RawConnection for SqliteConnection {
 
     fn query_batch(&mut self, batch: Vec<Query>) -> BoxFuture<'_, Vec<Result<Vec<Row>>>> {
         let n = batch.len();
-        let call = self.call(|r| Command::QueryBatch(batch, r)).answer();
+        let call = self.request(|r| Command::QueryBatch(batch, r)).answer();
         Box::pin(async move {
             match call.await {
                 Ok(results) => results,
@@ -418,11 +423,11 @@ impl RawConnection for SqliteConnection {
     }
 
     fn simple<'a>(&'a mut self, sql: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.call(|r| Command::Simple(sql.into(), r)).answer())
+        self.call(|r| Command::Simple(sql.into(), r))
     }
 
     fn ping(&mut self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(self.call(Command::Ping).answer())
+        self.call(Command::Ping)
     }
 
     fn enqueue(&mut self, sql: &str) {
@@ -431,7 +436,7 @@ impl RawConnection for SqliteConnection {
     }
 
     fn reset(&mut self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(self.call(Command::Reset).answer())
+        self.call(Command::Reset)
     }
 
     fn in_transaction(&self) -> bool {
