@@ -132,10 +132,11 @@ pub(crate) fn deserialize_all<T: DeserializeOwned>(rows: &[Row]) -> Result<Vec<T
 }
 
 /// The first row, or a `NoRows` error.
-pub(crate) fn first_row(rows: Vec<Row>) -> Result<Row> {
-    rows.into_iter()
-        .next()
-        .ok_or_else(|| Error::new(ErrorKind::NoRows, "the query returned no rows"))
+pub(crate) fn first_row(mut rows: Vec<Row>) -> Result<Row> {
+    if rows.is_empty() {
+        return Err(Error::new(ErrorKind::NoRows, "the query returned no rows"));
+    }
+    Ok(rows.swap_remove(0))
 }
 
 /// `"name"` (or the dialect's quote), with embedded quotes doubled; a

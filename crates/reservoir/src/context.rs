@@ -3,12 +3,9 @@
 //! the tokio task, or the thread outside one (a `block_on` body), so it works
 //! with no set-up, and a spawned task starts with an empty stack.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, Weak};
-
-use smallvec::SmallVec;
 
 use crate::connection::Link;
 
@@ -30,65 +27,98 @@ impl TaskKey {
 
 /// The stacks of every task that holds a reusable connection of one engine.
 /// An entry lives exactly as long as its root connection, so a task that
-/// ends (dropping its connections) leaves nothing behind. Every checkout
-/// passes through here twice, so the map uses a fast hasher (keys are task
-/// ids, not attacker input) and a task's stack holds two entries inline
-/// before it allocates (a task rarely holds more than one or two reusable
-/// connections: a transaction joins the one it has).
-#[derive(Default)]
+/// ends (dropping its connections) leaves nothing behind.
+///
+/// Every checkout passes through here twice, from every worker thread, so
+/// the entries are split over shards by task (each on its own cache line,
+/// so that tasks on different workers rarely touch the same lock). A shard
+/// holds few entries, kept in push order, so a task's stack is its entries
+/// in that order, and a linear scan beats hashing.
 pub(crate) struct Contexts {
-    stacks: Mutex<Stacks>,
-    /// Entries over all stacks: lets the common case (no task holds a
-    /// reusable connection) skip the lock.
-    entries: AtomicUsize,
+    shards: [Shard; SHARDS],
 }
 
-type Stacks = HashMap<TaskKey, SmallVec<[Weak<Link>; 2]>, foldhash::fast::RandomState>;
+const SHARDS: usize = 16;
+
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard {
+    entries: Mutex<Vec<(TaskKey, Weak<Link>)>>,
+    /// How many entries: lets the common case (the task holds no reusable
+    /// connection) skip the lock. Only the task itself adds its entries,
+    /// so a zero it reads cannot hide one of its own.
+    len: AtomicUsize,
+}
+
+impl Shard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(TaskKey, Weak<Link>)>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Default for Contexts {
+    fn default() -> Self {
+        Contexts {
+            shards: std::array::from_fn(|_| Shard::default()),
+        }
+    }
+}
 
 impl Contexts {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Stacks> {
-        self.stacks.lock().unwrap_or_else(|e| e.into_inner())
+    fn shard(&self, key: TaskKey) -> &Shard {
+        let hash = foldhash::fast::FixedState::default().hash_one(key);
+        &self.shards[(hash as usize) % SHARDS]
     }
 
     /// The newest live reusable connection of the current task.
     pub fn top(&self) -> Option<Arc<Link>> {
-        if self.entries.load(SeqCst) == 0 {
+        let key = TaskKey::current();
+        let shard = self.shard(key);
+        if shard.len.load(SeqCst) == 0 {
             return None;
         }
-        let stacks = self.lock();
-        let stack = stacks.get(&TaskKey::current())?;
-        stack
+        let entries = shard.lock();
+        entries
             .iter()
             .rev()
-            .find_map(Weak::upgrade)
+            .filter(|(k, _)| *k == key)
+            .find_map(|(_, link)| link.upgrade())
             .filter(|link| !link.is_released())
     }
 
     /// Puts a root connection on the current task's stack.
     pub fn push(&self, link: &Arc<Link>) -> TaskKey {
         let key = TaskKey::current();
-        self.lock().entry(key).or_default().push(Arc::downgrade(link));
-        self.entries.fetch_add(1, SeqCst);
+        let shard = self.shard(key);
+        shard.lock().push((key, Arc::downgrade(link)));
+        shard.len.fetch_add(1, SeqCst);
         key
     }
 
     /// Takes a root connection off the stack it was pushed on.
     pub fn remove(&self, key: TaskKey, link: &Arc<Link>) {
-        let mut stacks = self.lock();
-        if let Entry::Occupied(mut stack) = stacks.entry(key) {
-            let target = Arc::as_ptr(link);
-            if let Some(pos) = stack.get().iter().rposition(|w| std::ptr::eq(w.as_ptr(), target)) {
-                stack.get_mut().remove(pos);
-                self.entries.fetch_sub(1, SeqCst);
-            }
-            if stack.get().is_empty() {
-                stack.remove();
-            }
+        let shard = self.shard(key);
+        let mut entries = shard.lock();
+        let target = Arc::as_ptr(link);
+        if let Some(pos) = entries
+            .iter()
+            .rposition(|(k, w)| *k == key && std::ptr::eq(w.as_ptr(), target))
+        {
+            entries.remove(pos);
+            shard.len.fetch_sub(1, SeqCst);
         }
     }
 
     /// How many tasks hold a stack right now.
     pub fn tasks(&self) -> usize {
-        self.lock().len()
+        let mut distinct: Vec<TaskKey> = Vec::new();
+        for shard in &self.shards {
+            for (key, _) in shard.lock().iter() {
+                if !distinct.contains(key) {
+                    distinct.push(*key);
+                }
+            }
+        }
+        distinct.len()
     }
 }

@@ -137,22 +137,24 @@ pub struct PgConnection {
 /// Tracks transaction state from the statements we send: tokio-postgres does
 /// not expose the server's ReadyForQuery status.
 fn transaction_effect(sql: &str) -> Option<bool> {
-    // Runs on every statement: look at the first word's bytes, without
-    // allocating, and compare it only with the keywords of its length.
-    let sql = sql.trim_start();
+    // Runs on every statement: branch on the first letter (nearly every
+    // statement is ruled out there), then compare one keyword, without
+    // allocating.
     let bytes = sql.as_bytes();
-    let end = bytes
-        .iter()
-        .position(|b| !b.is_ascii_alphabetic())
-        .unwrap_or(bytes.len());
-    let word = &bytes[..end];
-    let is = |w: &str| word.eq_ignore_ascii_case(w.as_bytes());
-    match word.len() {
-        3 if is("END") => Some(false),
-        5 if is("BEGIN") || is("START") => Some(true),
-        5 if is("ABORT") => Some(false),
-        6 if is("COMMIT") => Some(false),
-        8 if is("ROLLBACK") && !sql.to_ascii_uppercase().contains(" TO ") => Some(false),
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace())?;
+    let rest = &bytes[start..];
+    let is = |word: &str| {
+        rest.len() >= word.len()
+            && rest[..word.len()].eq_ignore_ascii_case(word.as_bytes())
+            && rest.get(word.len()).is_none_or(|b| !b.is_ascii_alphabetic())
+    };
+    match rest[0].to_ascii_uppercase() {
+        b'B' if is("BEGIN") => Some(true),
+        b'S' if is("START") => Some(true),
+        b'C' if is("COMMIT") => Some(false),
+        b'E' if is("END") => Some(false),
+        b'A' if is("ABORT") => Some(false),
+        b'R' if is("ROLLBACK") && !sql.to_ascii_uppercase().contains(" TO ") => Some(false),
         _ => None,
     }
 }
@@ -608,5 +610,9 @@ mod tests {
         assert_eq!(transaction_effect("SET search_path TO x"), None);
         assert_eq!(transaction_effect("SAVEPOINT sp_1"), None);
         assert_eq!(transaction_effect("SELECT 1"), None);
+        assert_eq!(transaction_effect("STARTLE"), None);
+        assert_eq!(transaction_effect("   "), None);
+        assert_eq!(transaction_effect("begin"), Some(true));
+        assert_eq!(transaction_effect("BEGIN_x"), Some(true));
     }
 }
