@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::connection::{Connection, Link, deserialize_all, first_row};
 use crate::context::Contexts;
-use crate::driver::{self, Driver, DriverOptions, Query};
+use crate::driver::{self, Driver, DriverOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::manager::DriverManager;
 use crate::params::{IntoParams, Params};
@@ -195,12 +195,7 @@ impl Engine {
             && inner.pipeline.should_take(inner)
         {
             let (sql, params) = params.bind(sql, inner.driver.placeholder())?;
-            let query = Query {
-                sql: sql.into_owned(),
-                params,
-                limit,
-            };
-            return inner.pipeline.read(inner, query).await;
+            return inner.pipeline.read(inner, &sql, params, limit).await;
         }
         self.contextual().await?.query(sql, params, limit).await
     }

@@ -55,12 +55,6 @@ pub struct Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// The same kind and message (not the source), for one failure that
-    /// answers several callers.
-    pub(crate) fn duplicate(&self) -> Error {
-        Error::new(self.kind.clone(), self.message.clone())
-    }
-
     /// A new error of `kind` with a human-readable message.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {

@@ -2,197 +2,254 @@
 //! default).
 //!
 //! When every connection is in use, a connectionless read outside any
-//! transaction does not wait for a connection of its own: it joins a queue
-//! that *carriers* serve. A carrier is a task holding one pooled connection
-//! (checked out like any other); it sends the waiting reads as one batch
-//! (PostgreSQL pipelines them in one round trip, SQLite runs them in one
-//! visit to its worker thread) until the queue is empty, then returns the
-//! connection. At most the pool's capacity of carriers run at once.
+//! transaction does not wait for a connection of its own: it joins a
+//! *lease*, a pooled connection that several reads share at once. Each
+//! read runs from its own task, on the lease's [`SharedReader`]:
+//! PostgreSQL pipelines the reads sent together on one connection, SQLite
+//! queues them on the connection's thread. Where the driver cannot run
+//! reads side by side (MySQL, or PostgreSQL with the statement cache off,
+//! the pooler setting), they take turns on the lease's connection, which
+//! still saves a checkout each.
 //!
-//! The trade, and why it is a setting: reads sent in one batch wait for each
-//! other, so a slow one delays those that share its round trip; and a
-//! dropped read that was already sent runs to completion rather than being
-//! cancelled on the server.
+//! A read joins the least busy lease, or opens a new one from an idle
+//! connection while the pool has one to spare; with no lease open, it waits
+//! for a connection like any checkout (so `pool_timeout` and the backlog
+//! bound apply). A lease returns its connection when its last read ends.
+//!
+//! The trade, and why it is a setting: reads that share a connection wait
+//! for each other's answers on it, so a slow one delays those behind it;
+//! and a dropped read that was already sent runs to completion rather
+//! than being cancelled on the server.
 
-use std::collections::VecDeque;
 use std::panic::Location;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use tokio::sync::oneshot;
-
 use crate::connection::{log_statement, statements_logged};
-use crate::driver::Query;
+use crate::driver::SharedReader;
 use crate::engine::EngineInner;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
+use crate::manager::DriverManager;
+use crate::pool::Pooled;
 use crate::row::Row;
+use crate::value::Value;
 
-/// Reads sent in one batch at most.
-const BATCH: usize = 64;
-
-/// Times an idle carrier yields for new reads before it leaves.
-const LINGER: usize = 2;
-
-/// The queue of reads and the count of carriers serving it.
+/// The open leases.
 #[derive(Default)]
 pub(crate) struct Pipeline {
-    state: Mutex<State>,
+    leases: Mutex<Vec<Arc<Lease>>>,
+    /// Wakes the reads waiting for a connection when a lease opens: they
+    /// join it instead (else, under steady load, no lease ever closes and
+    /// they would wait for good).
+    opened: tokio::sync::Notify,
+    /// Reads queued in the pool for a connection to open a lease on: the
+    /// pool's other waiters are the checkouts that leases must not starve.
+    queued: AtomicUsize,
 }
 
-#[derive(Default)]
-struct State {
-    queue: VecDeque<Job>,
-    carriers: usize,
+/// A pooled connection shared by the reads running on it.
+struct Lease {
+    /// The connection itself, for the readers that take turns on it.
+    pooled: tokio::sync::Mutex<Pooled<DriverManager>>,
+    reader: Option<SharedReader>,
+    /// Reads on it now; changed only under the pipeline's lock, so that a
+    /// read never joins a lease that is being closed.
+    reads: AtomicUsize,
+    /// A read found the connection lost: no new reads, and it is
+    /// discarded when the last one ends.
+    lost: AtomicBool,
 }
 
-struct Job {
-    query: Query,
-    reply: oneshot::Sender<Result<Vec<Row>>>,
+impl Lease {
+    async fn query(&self, sql: &str, params: Vec<Value>, limit: Option<usize>) -> Result<Vec<Row>> {
+        match &self.reader {
+            Some(reader) => reader.query(sql, params, limit).await,
+            None => self.pooled.lock().await.query_in_place(sql, params, limit).await,
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.lost.load(SeqCst) {
+            self.pooled.get_mut().mark_broken();
+        }
+    }
+}
+
+/// One read's place on a lease; leaving (at the end, or when the read's
+/// future is dropped) closes the lease if it was the last read.
+struct Seat {
+    engine: Arc<EngineInner>,
+    lease: Arc<Lease>,
+}
+
+impl Seat {
+    /// Runs the read; a lost connection closes the lease to new reads.
+    async fn read(&self, sql: &str, params: Vec<Value>, limit: Option<usize>) -> Result<Vec<Row>> {
+        let result = self.lease.query(sql, params, limit).await;
+        if result.as_ref().is_err_and(Error::is_disconnect) {
+            self.lease.lost.store(true, SeqCst);
+        }
+        result
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        let closed = {
+            let mut leases = self.engine.pipeline.lock();
+            let left = self.lease.reads.fetch_sub(1, SeqCst) - 1;
+            if left == 0 || self.lease.lost.load(SeqCst) {
+                leases
+                    .iter()
+                    .position(|l| Arc::ptr_eq(l, &self.lease))
+                    .map(|i| leases.swap_remove(i))
+            } else {
+                None
+            }
+        };
+        // Outside the lock: the last reference returns the connection to the pool.
+        drop(closed);
+    }
+}
+
+/// Counts a read in [`Pipeline::queued`] while it lives.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, SeqCst);
+        Queued(count)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
 }
 
 impl Pipeline {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Vec<Arc<Lease>>> {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether a read should go through the pipeline: when carriers are
-    /// already at work, or when the pool has no connection to give at once.
+    /// Whether a read should go through the pipeline: when leases are
+    /// open, or when the pool has no connection to give at once.
     pub(crate) fn should_take(&self, engine: &EngineInner) -> bool {
-        if self.lock().carriers > 0 {
+        if !self.lock().is_empty() {
             return true;
         }
         let status = engine.pool.status();
         status.idle == 0 && status.size >= status.max
     }
 
-    /// Queues `query` for a carrier (starting one if fewer than the pool's
-    /// capacity run) and waits for its rows. The backlog bound and
-    /// `pool_timeout` apply as they do to a checkout.
-    pub(crate) async fn read(&self, engine: &Arc<EngineInner>, query: Query) -> Result<Vec<Row>> {
+    /// Runs a read (SQL in the driver's placeholder style) on a lease.
+    pub(crate) async fn read(
+        &self,
+        engine: &Arc<EngineInner>,
+        sql: &str,
+        params: Vec<Value>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Row>> {
         if engine.pool.is_closed() {
             return Err(Error::pool_closed());
         }
-        let config = engine.pool.config();
-        let (reply, rx) = oneshot::channel();
-        let start_carrier = {
-            let mut st = self.lock();
-            if let Some(max) = config.max_waiting {
-                if st.queue.len() >= max {
-                    drop(st);
-                    engine.pool.count_rejection();
-                    return Err(Error::new(
-                        ErrorKind::PoolOverloaded,
-                        format!("{max} reads are already waiting for a connection"),
-                    ));
-                }
+        let seat = self.seat(engine).await?;
+        let started = statements_logged(engine.echo).then(Instant::now);
+        let result = if seat.lease.reader.is_some() {
+            seat.read(sql, params, limit).await
+        } else {
+            // Taking turns, the read runs on a task of its own: dropped half
+            // way, it would leave the connection to be cancelled under the
+            // reads queued behind it. It runs to completion instead, as a
+            // read sent on a shared connection does.
+            let sql = sql.to_owned();
+            let turn = tokio::spawn(async move { seat.read(&sql, params, limit).await });
+            match turn.await {
+                Ok(result) => result,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // The runtime is shutting down.
+                Err(_) => Err(Error::pool_closed()),
             }
-            st.queue.push_back(Job { query, reply });
-            let start = st.carriers < config.capacity();
-            if start {
-                st.carriers += 1;
-            }
-            start
         };
-        if start_carrier {
-            tokio::spawn(carry(Arc::clone(engine)));
+        if let Some(started) = started {
+            log_statement(engine.echo, sql, started.elapsed(), result.is_ok());
         }
-        let answer = match config.pool_timeout {
-            Some(limit) => {
-                let started = Instant::now();
-                tokio::time::timeout(limit, rx)
-                    .await
-                    .map_err(|_| Error::pool_timeout(started.elapsed()))?
-            }
-            None => rx.await,
-        };
-        answer.unwrap_or_else(|_| Err(Error::pool_closed()))
+        result
     }
 
-    /// Up to `BATCH` reads whose callers still wait. None means the queue is
-    /// empty; with `leave`, the carrier asking is then no longer counted.
-    fn next_batch(&self, leave: bool) -> Vec<Job> {
-        let mut st = self.lock();
-        let mut batch = Vec::new();
-        while batch.len() < BATCH {
-            match st.queue.pop_front() {
-                Some(job) if job.reply.is_closed() => {}
-                Some(job) => batch.push(job),
-                None => break,
+    /// A place on the least busy lease; on a new one when that one is busy
+    /// and the pool has an idle connection, or when no lease is open.
+    async fn seat(&self, engine: &Arc<EngineInner>) -> Result<Seat> {
+        let caller = Location::caller();
+        let (open, least_reads) = {
+            let leases = self.lock();
+            let least = leases.iter().map(|l| l.reads.load(SeqCst)).min();
+            (leases.len(), least)
+        };
+        let spare = open < engine.pool.config().capacity() && least_reads != Some(0);
+        if spare {
+            if let Some(pooled) = engine.pool.acquire_idle(caller).await {
+                return Self::open(engine, pooled?).await;
             }
         }
-        if batch.is_empty() && leave {
-            st.carriers -= 1;
-        }
-        batch
-    }
-
-    /// A carrier that cannot go on leaves: if it was the last, the reads it
-    /// leaves behind fail with its reason, as their own checkout would have.
-    fn leave(&self, reason: &Error) {
-        let orphans: Vec<Job> = {
-            let mut st = self.lock();
-            st.carriers -= 1;
-            if st.carriers == 0 {
-                st.queue.drain(..).collect()
-            } else {
-                Vec::new()
-            }
-        };
-        for job in orphans {
-            let _ = job.reply.send(Err(reason.duplicate()));
-        }
-    }
-}
-
-/// A carrier: checks out a connection and serves the queue until it is
-/// empty; a lost connection is replaced and the work goes on.
-async fn carry(engine: Arc<EngineInner>) {
-    let pipeline = &engine.pipeline;
-    loop {
-        let mut pooled = match engine.pool.acquire_from(Location::caller()).await {
-            Ok(pooled) => pooled,
-            Err(e) => return pipeline.leave(&e),
-        };
         loop {
-            let mut batch = pipeline.next_batch(false);
-            for _ in 0..LINGER {
-                if !batch.is_empty() {
-                    break;
-                }
-                // The readers just answered usually ask again at once: give
-                // them a turn before handing the connection back.
-                tokio::task::yield_now().await;
-                batch = pipeline.next_batch(false);
+            let opened = self.opened.notified();
+            let mut opened = std::pin::pin!(opened);
+            opened.as_mut().enable();
+            if let Some(seat) = self.join(engine) {
+                return Ok(seat);
             }
-            if batch.is_empty() {
-                batch = pipeline.next_batch(true);
-                if batch.is_empty() {
-                    return;
+            // Dropping the acquire (when a lease opens first) leaves the
+            // pool's queue, handing back a connection granted meanwhile.
+            let queued = Queued::new(&self.queued);
+            tokio::select! {
+                pooled = engine.pool.acquire_from(caller) => {
+                    drop(queued);
+                    return Self::open(engine, pooled?).await;
                 }
-            }
-            let (queries, replies): (Vec<Query>, Vec<_>) =
-                batch.into_iter().map(|j| (j.query, j.reply)).unzip();
-            // Kept only when statements are logged (`log_statement`).
-            let sqls: Vec<String> = if statements_logged(engine.echo) {
-                queries.iter().map(|q| q.sql.clone()).collect()
-            } else {
-                Vec::new()
-            };
-            let started = Instant::now();
-            let results = pooled.query_batch(queries).await;
-            let elapsed = started.elapsed();
-            let mut lost = false;
-            for (i, (reply, result)) in replies.into_iter().zip(results).enumerate() {
-                if let Some(sql) = sqls.get(i) {
-                    log_statement(engine.echo, sql, elapsed, result.is_ok());
-                }
-                lost |= result.as_ref().is_err_and(Error::is_disconnect);
-                let _ = reply.send(result);
-            }
-            if lost {
-                pooled.mark_broken();
-                break;
+                () = opened => {}
             }
         }
+    }
+
+    /// Joins the open lease with the fewest reads, if any is open. None
+    /// while other checkouts wait for a connection: the leases then drain
+    /// and hand theirs over, and this read queues behind them, so that a
+    /// stream of reads cannot keep a transaction from ever starting.
+    fn join(&self, engine: &Arc<EngineInner>) -> Option<Seat> {
+        if engine.pool.waiting() > self.queued.load(SeqCst) {
+            return None;
+        }
+        let leases = self.lock();
+        let lease = leases
+            .iter()
+            .filter(|l| !l.lost.load(SeqCst))
+            .min_by_key(|l| l.reads.load(SeqCst))?;
+        lease.reads.fetch_add(1, SeqCst);
+        Some(Seat {
+            engine: Arc::clone(engine),
+            lease: Arc::clone(lease),
+        })
+    }
+
+    /// Opens a lease on `pooled` with the caller's read as its first.
+    async fn open(engine: &Arc<EngineInner>, mut pooled: Pooled<DriverManager>) -> Result<Seat> {
+        let reader = pooled.shared_reader().await?;
+        let lease = Arc::new(Lease {
+            pooled: tokio::sync::Mutex::new(pooled),
+            reader,
+            reads: AtomicUsize::new(1),
+            lost: AtomicBool::new(false),
+        });
+        engine.pipeline.lock().push(Arc::clone(&lease));
+        engine.pipeline.opened.notify_waiters();
+        Ok(Seat {
+            engine: Arc::clone(engine),
+            lease,
+        })
     }
 }

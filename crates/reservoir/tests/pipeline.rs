@@ -16,6 +16,7 @@ per_dialect!(
     the_backlog_bound_applies_to_queued_reads,
     dropped_reads_leave_the_engine_healthy,
     close_ends_queued_reads,
+    a_checkout_is_not_starved_by_a_stream_of_reads,
     two_engines_reading_at_once_never_see_each_others_answers,
 );
 
@@ -57,9 +58,9 @@ async fn every_caller_gets_its_own_rows_with_few_checkouts(db: Db) {
     let before = engine.stats().acquired;
     read_storm(&db, &engine, 40, 25).await;
     let checkouts = engine.stats().acquired - before;
-    // 1,000 reads: carriers serve many per checkout.
+    // 1,000 reads: a lease serves many per checkout.
     assert!(checkouts < 500, "{checkouts} checkouts for 1000 reads");
-    // Carriers give their connections back when the queue is empty.
+    // Leases give their connections back when their last read ends.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(engine.status().in_use, 0);
 }
@@ -127,7 +128,7 @@ async fn the_backlog_bound_applies_to_queued_reads(db: Db) {
         .build()
         .await
         .unwrap();
-    // Hold the only connection: reads queue for a carrier.
+    // Hold the only connection: reads queue for one to open a lease on.
     let held = engine.acquire().await.unwrap();
     let rejected_before = engine.stats().rejected;
     let reads: Vec<_> = (0..20)
@@ -248,6 +249,37 @@ async fn two_engines_reading_at_once_never_see_each_others_answers(db: Db) {
         .collect();
     read_storm(&db, &checking, 8, 40).await;
     for reader in slow_readers {
+        reader.await.unwrap();
+    }
+}
+
+/// While reads keep every lease busy, a checkout still gets a connection:
+/// leases take no new reads while it waits.
+async fn a_checkout_is_not_starved_by_a_stream_of_reads(db: Db) {
+    let engine = busy_engine(&db).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sql = format!("SELECT {}", db.typed("n", "BIGINT"));
+    let readers: Vec<_> = (0..20i64)
+        .map(|n| {
+            let (engine, stop, sql) = (engine.clone(), stop.clone(), sql.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let v: i64 = engine.fetch_scalar(&sql, params! {"n" => n}).await.unwrap();
+                    assert_eq!(v, n);
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..3 {
+        let tx = tokio::time::timeout(Duration::from_secs(5), engine.begin())
+            .await
+            .expect("a transaction starts while reads stream")
+            .unwrap();
+        tx.rollback().await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for reader in readers {
         reader.await.unwrap();
     }
 }

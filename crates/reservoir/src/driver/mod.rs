@@ -100,6 +100,50 @@ impl AnyConnection {
     }
 }
 
+impl AnyConnection {
+    /// A handle for reads that share this connection with other readers
+    /// (`pipeline_reads`), where the driver can run them side by side:
+    /// PostgreSQL pipelines them (unless the statement cache is off, the
+    /// pooler setting), SQLite queues them on its worker thread. `None`:
+    /// the readers take turns on the connection (MySQL).
+    pub(crate) async fn shared_reader(&mut self) -> Result<Option<SharedReader>> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            AnyConnection::Sqlite(c) => Ok(Some(SharedReader::Sqlite(c.shared_reader()))),
+            #[cfg(feature = "postgres")]
+            AnyConnection::Postgres(c) => Ok(c.shared_reader().await?.map(SharedReader::Postgres)),
+            #[cfg(feature = "mysql")]
+            AnyConnection::Mysql(_) => Ok(None),
+        }
+    }
+}
+
+/// Runs reads on a connection that several readers share at once (see
+/// [`AnyConnection::shared_reader`]); reads only, outside any transaction.
+pub(crate) enum SharedReader {
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlite::Worker),
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::PgReader),
+}
+
+impl SharedReader {
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(unused_variables))]
+    pub(crate) async fn query(
+        &self,
+        sql: &str,
+        params: Vec<Value>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Row>> {
+        match *self {
+            #[cfg(feature = "sqlite")]
+            SharedReader::Sqlite(ref worker) => worker.query(sql, params, limit).await,
+            #[cfg(feature = "postgres")]
+            SharedReader::Postgres(ref reader) => reader.query(sql, &params, limit).await,
+        }
+    }
+}
+
 impl Deref for AnyConnection {
     type Target = dyn RawConnection;
 
@@ -157,19 +201,6 @@ pub trait RawConnection: Send + 'static {
         params: Vec<Value>,
         limit: Option<usize>,
     ) -> BoxFuture<'a, Result<Vec<Row>>>;
-    /// Runs independent queries, each on its own (autocommit, outside any
-    /// transaction) with its own result: PostgreSQL pipelines them in one
-    /// round trip, SQLite runs them in one visit to its worker thread. By
-    /// default one after another.
-    fn query_batch(&mut self, batch: Vec<Query>) -> BoxFuture<'_, Vec<Result<Vec<Row>>>> {
-        Box::pin(async move {
-            let mut out = Vec::with_capacity(batch.len());
-            for q in batch {
-                out.push(self.query(&q.sql, q.params, q.limit).await);
-            }
-            out
-        })
-    }
     /// Starts a query whose rows are pulled on demand (streams, cursors).
     /// Errors surface on the first pull.
     fn open_rows(&mut self, sql: &str, params: Vec<Value>) -> Box<dyn RowSource>;
@@ -211,18 +242,6 @@ pub trait RawConnection: Send + 'static {
     fn is_broken(&self) -> bool;
     /// A handle that interrupts the running statement from elsewhere.
     fn interrupt_handle(&self) -> Option<Arc<dyn Interrupt>>;
-}
-
-/// One query of a [`RawConnection::query_batch`]: SQL in the driver's
-/// placeholder style, its parameters, and at most how many rows to keep.
-#[derive(Debug)]
-pub struct Query {
-    /// The statement, placeholders already in the driver's style.
-    pub sql: String,
-    /// Its parameters, in placeholder order.
-    pub params: Vec<Value>,
-    /// Rows to keep (`None`: all).
-    pub limit: Option<usize>,
 }
 
 /// The rows of a query, pulled on demand.

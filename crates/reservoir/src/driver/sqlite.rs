@@ -13,7 +13,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection as Sqlite, OpenFlags, ffi};
 use tokio::sync::oneshot;
 
-use super::{AnyConnection, Driver, DriverOptions, Prefetch, Query, RawConnection, RowSource};
+use super::{AnyConnection, Driver, DriverOptions, Prefetch, RawConnection, RowSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::{BoxFuture, Interrupt};
 use crate::row::{Column, Row};
@@ -167,8 +167,7 @@ impl Driver for SqliteDriver {
                 Error::new(ErrorKind::Connect, "the SQLite worker thread died while opening")
             })??;
             Ok(AnyConnection::Sqlite(Box::new(SqliteConnection {
-                tx,
-                state,
+                worker: Worker { tx, state },
                 interrupt: Arc::new(SqliteInterrupt(interrupt)),
             })))
         })
@@ -257,7 +256,6 @@ enum Command {
     Execute(Box<str>, Vec<Value>, Reply<u64>),
     ExecuteMany(Box<str>, Vec<Vec<Value>>, Reply<u64>),
     Query(Box<str>, Vec<Value>, Option<usize>, Reply<Vec<Row>>),
-    QueryBatch(Vec<Query>, Reply<Vec<Result<Vec<Row>>>>),
     Rows(Box<str>, Vec<Value>, std_mpsc::Receiver<Pull>),
     Simple(Box<str>, Reply<()>),
     /// Fire and forget: errors are dropped (a rollback of a dropped transaction).
@@ -274,9 +272,17 @@ enum Pull {
 /// An open SQLite connection: a handle on its worker thread (held by the
 /// pool as an [`AnyConnection`]).
 pub struct SqliteConnection {
+    worker: Worker,
+    interrupt: Arc<SqliteInterrupt>,
+}
+
+/// Sends commands to the connection's worker thread. Cloned, it is the
+/// handle of reads that share the connection (`pipeline_reads`): they queue
+/// on the thread in the order sent.
+#[derive(Clone)]
+pub(crate) struct Worker {
     tx: std_mpsc::Sender<Command>,
     state: Arc<WorkerState>,
-    interrupt: Arc<SqliteInterrupt>,
 }
 
 /// Whether the runtime has no more tasks than workers: then a spinning
@@ -336,7 +342,7 @@ impl<T> Request<T> {
     }
 }
 
-impl SqliteConnection {
+impl Worker {
     fn send(&self, command: Command) -> Result<()> {
         self.state.started();
         self.tx.send(command).map_err(|_| {
@@ -354,12 +360,34 @@ impl SqliteConnection {
         Request { sent, rx, alone }
     }
 
+    /// A query sent now; the future waits for its rows.
+    pub(crate) fn query(
+        &self,
+        sql: &str,
+        params: Vec<Value>,
+        limit: Option<usize>,
+    ) -> impl Future<Output = Result<Vec<Row>>> + Send + use<> {
+        self.request(|r| Command::Query(sql.into(), params, limit, r))
+            .answer()
+    }
+}
+
+impl SqliteConnection {
+    /// The handle for reads that share this connection.
+    pub(crate) fn shared_reader(&self) -> Worker {
+        self.worker.clone()
+    }
+
+    fn send(&self, command: Command) -> Result<()> {
+        self.worker.send(command)
+    }
+
     /// A command sent now, its reply as a boxed future (the trait's form).
     fn call<T: Send + 'static>(
         &self,
         make: impl FnOnce(Reply<T>) -> Command,
     ) -> BoxFuture<'static, Result<T>> {
-        Box::pin(self.request(make).answer())
+        Box::pin(self.worker.request(make).answer())
     }
 
     /// [`RawConnection::execute`], as a future of its own type.
@@ -368,7 +396,9 @@ impl SqliteConnection {
         sql: &str,
         params: Vec<Value>,
     ) -> impl Future<Output = Result<u64>> + Send + use<> {
-        self.request(|r| Command::Execute(sql.into(), params, r)).answer()
+        self.worker
+            .request(|r| Command::Execute(sql.into(), params, r))
+            .answer()
     }
 
     /// [`RawConnection::query`], as a future of its own type.
@@ -378,8 +408,7 @@ impl SqliteConnection {
         params: Vec<Value>,
         limit: Option<usize>,
     ) -> impl Future<Output = Result<Vec<Row>>> + Send + use<> {
-        self.request(|r| Command::Query(sql.into(), params, limit, r))
-            .answer()
+        self.worker.query(sql, params, limit)
     }
 }
 
@@ -399,17 +428,6 @@ impl RawConnection for SqliteConnection {
         limit: Option<usize>,
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
         Box::pin(self.run_query(sql, params, limit))
-    }
-
-    fn query_batch(&mut self, batch: Vec<Query>) -> BoxFuture<'_, Vec<Result<Vec<Row>>>> {
-        let n = batch.len();
-        let call = self.request(|r| Command::QueryBatch(batch, r)).answer();
-        Box::pin(async move {
-            match call.await {
-                Ok(results) => results,
-                Err(e) => (0..n).map(|_| Err(e.duplicate())).collect(),
-            }
-        })
     }
 
     fn open_rows(&mut self, sql: &str, params: Vec<Value>) -> Box<dyn RowSource> {
@@ -440,11 +458,11 @@ impl RawConnection for SqliteConnection {
     }
 
     fn in_transaction(&self) -> bool {
-        self.state.pending.load(SeqCst) > 0 || !self.state.autocommit.load(SeqCst)
+        self.worker.state.pending.load(SeqCst) > 0 || !self.worker.state.autocommit.load(SeqCst)
     }
 
     fn is_broken(&self) -> bool {
-        self.state.gone.load(SeqCst)
+        self.worker.state.gone.load(SeqCst)
     }
 
     fn interrupt_handle(&self) -> Option<Arc<dyn Interrupt>> {
@@ -552,24 +570,6 @@ fn worker(
             Command::Query(sql, params, limit, reply) => {
                 let result = query(&conn, &mut shapes, &sql, &params, limit.unwrap_or(usize::MAX));
                 finish(&conn, state, reply, result);
-            }
-            Command::QueryBatch(batch, reply) => {
-                // One visit to this thread for the lot, in one read
-                // transaction: one snapshot and one round of file locking
-                // instead of one per query (the reads arrived together, so
-                // one snapshot is what running them at once would see).
-                let own = batch.len() > 1 && conn.is_autocommit() && conn.execute_batch("BEGIN").is_ok();
-                let mut results = Vec::with_capacity(batch.len());
-                for q in &batch {
-                    state.arm();
-                    let limit = q.limit.unwrap_or(usize::MAX);
-                    let result = query(&conn, &mut shapes, &q.sql, &q.params, limit);
-                    results.push(state.disarm(result));
-                }
-                if own && conn.execute_batch("COMMIT").is_err() {
-                    let _ = conn.execute_batch("ROLLBACK");
-                }
-                finish(&conn, state, reply, Ok(results));
             }
             Command::Simple(sql, reply) => {
                 let result = conn.execute_batch(&sql).map_err(map_error);

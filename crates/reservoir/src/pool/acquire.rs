@@ -28,6 +28,27 @@ impl<M: Manager> Shared<M> {
             Take::Slot => (Grant::Slot, None),
             Take::Wait { id, rx, since } => (self.wait(id, rx, since).await?, Some(since)),
         };
+        self.make_ready(grant, since, caller).await
+    }
+
+    /// An idle connection if one can be had without waiting or opening one
+    /// (and without overtaking a waiter); `None` otherwise.
+    pub(crate) async fn acquire_idle(
+        self: &Arc<Self>,
+        caller: &'static Location<'static>,
+    ) -> Option<Result<Pooled<M>>> {
+        let conn = self.take_idle()?;
+        Some(self.make_ready(Grant::Conn(conn), None, caller).await)
+    }
+
+    /// Turns a grant into a checked-out connection: revalidated or opened,
+    /// then the checkout hook.
+    async fn make_ready(
+        self: &Arc<Self>,
+        grant: Grant<M::Connection>,
+        since: Option<Instant>,
+        caller: &'static Location<'static>,
+    ) -> Result<Pooled<M>> {
         // What is left of pool_timeout bounds the pre-ping or the connect
         // (a waiter's time counts from when it joined the queue).
         let deadline = self

@@ -92,6 +92,17 @@ impl<M: Manager> Pool<M> {
         self.shared.acquire(caller)
     }
 
+    /// An idle connection if one is there now (no wait, no new connection,
+    /// no overtaking a waiter); `None` otherwise.
+    pub(crate) async fn acquire_idle(&self, caller: &'static Location<'static>) -> Option<Result<Pooled<M>>> {
+        self.shared.acquire_idle(caller).await
+    }
+
+    /// How many acquires are queued for a connection (a lock-free hint).
+    pub(crate) fn waiting(&self) -> usize {
+        self.shared.waiting()
+    }
+
     /// Current occupancy.
     pub fn status(&self) -> PoolStatus {
         self.shared.status()
@@ -100,12 +111,6 @@ impl<M: Manager> Pool<M> {
     /// Counters since the pool was built.
     pub fn stats(&self) -> PoolStats {
         self.shared.counters.snapshot()
-    }
-
-    /// Counts a request turned away by a backlog bound kept outside the
-    /// pool (the engine's pipelined reads), so `stats().rejected` has them all.
-    pub(crate) fn count_rejection(&self) {
-        status::Counters::bump(&self.shared.counters.rejected);
     }
 
     /// The settings in force.

@@ -3,7 +3,7 @@
 //! queue); it is never held across an await.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::time::Instant;
 
@@ -93,6 +93,8 @@ pub(crate) struct Shared<M: Manager> {
     /// Wakes the parked expiry task (a waiter arrived, or close).
     pub expiry: Arc<Notify>,
     state: Locked<State<M::Connection>>,
+    /// `state.waiters.len()`, readable without the lock (set under it).
+    waiting: AtomicUsize,
     next_conn_id: AtomicU64,
     /// Signalled when the last connection of a closed pool is gone.
     drained: Notify,
@@ -117,6 +119,7 @@ impl<M: Manager> Shared<M> {
                 interrupts: HashMap::new(),
                 watcher: Watcher::NotStarted,
             })),
+            waiting: AtomicUsize::new(0),
             next_conn_id: AtomicU64::new(1),
             drained: Notify::new(),
         }
@@ -128,6 +131,16 @@ impl<M: Manager> Shared<M> {
         self.state.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Publishes the queue length; called under the lock after it changes.
+    fn count_waiters(&self, st: &State<M::Connection>) {
+        self.waiting.store(st.waiters.len(), Relaxed);
+    }
+
+    /// How many acquires are queued (read without the lock: a hint).
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Relaxed)
+    }
+
     /// Takes an idle connection or a free slot, or joins the queue.
     /// Waiters are served in arrival order, so nobody overtakes a queue.
     pub fn take(self: &Arc<Self>) -> Result<Take<M::Connection>> {
@@ -136,13 +149,8 @@ impl<M: Manager> Shared<M> {
             return Err(Error::pool_closed());
         }
         if st.waiters.is_empty() {
-            let idle = if self.config.pool_use_lifo {
-                st.idle.pop_back()
-            } else {
-                st.idle.pop_front()
-            };
-            if let Some(idle) = idle {
-                return Ok(Take::Idle(idle.conn));
+            if let Some(conn) = self.pop_idle(&mut st) {
+                return Ok(Take::Idle(conn));
             }
             if st.size < self.config.capacity() {
                 st.size += 1;
@@ -164,6 +172,7 @@ impl<M: Manager> Shared<M> {
         st.next_waiter += 1;
         let since = Instant::now();
         st.waiters.push_back(Waiter { id, tx, since });
+        self.count_waiters(&st);
         if self.config.pool_timeout.is_some() {
             let before = std::mem::replace(&mut st.watcher, Watcher::Running);
             drop(st);
@@ -180,6 +189,24 @@ impl<M: Manager> Shared<M> {
             }
         }
         Ok(Take::Wait { id, rx, since })
+    }
+
+    /// An idle connection, if there is one and nobody is waiting.
+    pub fn take_idle(&self) -> Option<Conn<M::Connection>> {
+        let mut st = self.lock();
+        if st.closed || !st.waiters.is_empty() {
+            return None;
+        }
+        self.pop_idle(&mut st)
+    }
+
+    fn pop_idle(&self, st: &mut State<M::Connection>) -> Option<Conn<M::Connection>> {
+        let idle = if self.config.pool_use_lifo {
+            st.idle.pop_back()
+        } else {
+            st.idle.pop_front()
+        };
+        idle.map(|idle| idle.conn)
     }
 
     /// Fails the waiters whose `pool_timeout` is up (the expiry task's
@@ -208,6 +235,7 @@ impl<M: Manager> Shared<M> {
                 Counters::bump(&self.counters.timed_out);
             }
         }
+        self.count_waiters(&st);
         st.watcher = Watcher::Parked;
         Next::Park
     }
@@ -225,6 +253,7 @@ impl<M: Manager> Shared<M> {
         match st.waiters.iter().position(|w| w.id == id) {
             Some(pos) => {
                 st.waiters.remove(pos);
+                self.count_waiters(&st);
                 true
             }
             None => false,
@@ -263,7 +292,9 @@ impl<M: Manager> Shared<M> {
     pub fn checkin(self: &Arc<Self>, conn: Conn<M::Connection>) {
         let mut st = self.lock();
         if !st.closed && conn.generation == st.generation {
-            let Some(Grant::Conn(conn)) = Self::hand_over(&mut st, Grant::Conn(conn)) else {
+            let handed = Self::hand_over(&mut st, Grant::Conn(conn));
+            self.count_waiters(&st);
+            let Some(Grant::Conn(conn)) = handed else {
                 return;
             };
             if st.idle.len() < self.config.pool_size {
@@ -309,7 +340,9 @@ impl<M: Manager> Shared<M> {
     /// Frees a slot: the oldest waiter gets the right to open a connection.
     pub fn release_slot(&self) {
         let mut st = self.lock();
-        if !st.closed && Self::hand_over(&mut st, Grant::Slot).is_none() {
+        let handed = !st.closed && Self::hand_over(&mut st, Grant::Slot).is_none();
+        self.count_waiters(&st);
+        if handed {
             return;
         }
         st.size -= 1;
@@ -371,6 +404,7 @@ impl<M: Manager> Shared<M> {
         for waiter in st.waiters.drain(..) {
             let _ = waiter.tx.send(Err(Error::pool_closed()));
         }
+        self.count_waiters(&st);
         let idle: Vec<_> = st.idle.drain(..).map(|i| i.conn).collect();
         for conn in &idle {
             st.interrupts.remove(&conn.id);

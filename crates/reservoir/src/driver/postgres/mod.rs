@@ -27,7 +27,7 @@ use rows::{PgCursor, PgRows};
 pub(crate) use types::PgRow;
 use types::{PgBind, Prepared, Shape, bound, read_row, typed};
 
-use super::{AnyConnection, Driver, DriverOptions, InFlight, Query, RawConnection, RowSource};
+use super::{AnyConnection, Driver, DriverOptions, InFlight, RawConnection, RowSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::{BoxFuture, Interrupt};
 use crate::row::Row;
@@ -305,6 +305,19 @@ impl PgConnection {
         Ok(out)
     }
 
+    /// A handle for reads that share this connection (`pipeline_reads`),
+    /// after queued work has run. `None` with the statement cache off: that
+    /// is the pooler setting, and a pooler in transaction mode hands the
+    /// server connection on at the first answer, so reads pipelined behind
+    /// it would reach another client.
+    pub(crate) async fn shared_reader(&mut self) -> Result<Option<PgReader>> {
+        self.flush_queued().await?;
+        Ok(self.cache.clone().map(|cache| PgReader {
+            client: Arc::clone(&self.client),
+            cache,
+        }))
+    }
+
     fn note_transaction(&mut self, sql: &str) {
         if let Some(open) = transaction_effect(sql) {
             self.in_tx = open;
@@ -337,45 +350,6 @@ impl RawConnection for PgConnection {
         limit: Option<usize>,
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
         Box::pin(self.run_query(sql, params, limit))
-    }
-
-    fn query_batch(&mut self, batch: Vec<Query>) -> BoxFuture<'_, Vec<Result<Vec<Row>>>> {
-        Box::pin(async move {
-            let mut op = InFlight::new(&self.dirty);
-            if let Err(e) = self.flush_queued().await {
-                return batch.iter().map(|_| Err(e.duplicate())).collect();
-            }
-            let mut targets = Vec::with_capacity(batch.len());
-            for q in &batch {
-                targets.push(self.target(&q.sql, &[&q.params]).await);
-            }
-            let client = &self.client;
-            let runs = batch.iter().zip(&targets).map(|(q, target)| async move {
-                match target {
-                    Ok(target) => query_rows(client, target, &q.params, q.limit).await,
-                    Err(e) => Err(e.duplicate()),
-                }
-            });
-            let out = if self.cache.is_none() {
-                // The pooler setting: one read after another. PgBouncer in
-                // transaction mode hands the server connection to another
-                // client at the first ReadyForQuery, so the answers of reads
-                // pipelined behind it would reach that client.
-                // Each read boxed: inline, one read's future would double
-                // the size of every batch's (2.4 KB, past the allocator's
-                // per-thread cache), pipelined or not.
-                let mut out = Vec::with_capacity(batch.len());
-                for run in runs.map(Box::pin) {
-                    out.push(run.await);
-                }
-                out
-            } else {
-                // Every request is written before the first answer is read.
-                futures_util::future::join_all(runs).await
-            };
-            op.finished = true;
-            out
-        })
     }
 
     fn open_rows(&mut self, sql: &str, params: Vec<Value>) -> Box<dyn RowSource> {
@@ -484,6 +458,24 @@ impl RawConnection for PgConnection {
 
     fn interrupt_handle(&self) -> Option<Arc<dyn Interrupt>> {
         Some(Arc::clone(&self.cancel) as Arc<dyn Interrupt>)
+    }
+}
+
+/// Reads on a connection shared by concurrent readers: tokio-postgres
+/// pipelines requests sent together on one client, each with its own Sync,
+/// so a failing read fails alone. Reads only, outside any transaction: the
+/// connection's transaction state is not touched. A dropped read is not
+/// cancelled; tokio-postgres discards the rest of its answer.
+pub(crate) struct PgReader {
+    client: Arc<Client>,
+    cache: Arc<StatementCache>,
+}
+
+impl PgReader {
+    pub(crate) async fn query(&self, sql: &str, params: &[Value], limit: Option<usize>) -> Result<Vec<Row>> {
+        let prepared = self.cache.prepared(&self.client, sql).await?;
+        check_count(&prepared.stmt, params)?;
+        query_rows(&self.client, &Target::Prepared(prepared), params, limit).await
     }
 }
 
