@@ -22,14 +22,7 @@ per_dialect!(
 
 /// Two connections, pipelining on, no backlog bound (tested on its own).
 async fn busy_engine(db: &Db) -> Engine {
-    db.builder()
-        .pool_size(2)
-        .max_overflow(0)
-        .max_waiting(None)
-        .pipeline_reads(true)
-        .build()
-        .await
-        .unwrap()
+    db.pipelining_engine(2).await
 }
 
 /// `tasks` tasks each running `reads` point reads; checks every answer.

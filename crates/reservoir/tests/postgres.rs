@@ -365,3 +365,59 @@ async fn a_streamed_statement_is_prepared_once_and_cached() {
     drop(conn);
     engine.close().await;
 }
+
+/// Backends killed under pipelined reads: the reads sharing their leases
+/// fail as disconnects, the leases are discarded, and the reads after
+/// them run on new connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_killed_under_pipelined_reads_are_replaced() {
+    let engine = Db::postgres().pipelining_engine(2).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..16)
+        .map(|_| {
+            let (engine, stop) = (engine.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut pids = Vec::new();
+                let mut lost = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    match engine.fetch_scalar::<i32>("SELECT pg_backend_pid()", ()).await {
+                        Ok(pid) => pids.push(pid),
+                        Err(e) if e.is_disconnect() => lost += 1,
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+                (pids, lost)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let admin = Db::postgres().engine().await;
+    let killed: i64 = admin
+        .fetch_scalar(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = 'test' AND pid <> pg_backend_pid() AND query = 'SELECT pg_backend_pid()'",
+            (),
+        )
+        .await
+        .unwrap();
+    assert!(killed >= 1, "no reading backend was found to kill");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut seen = std::collections::BTreeSet::new();
+    for reader in readers {
+        let (pids, _lost) = reader.await.unwrap();
+        seen.extend(pids);
+    }
+    // Reads went on after the kill, on backends of their own.
+    assert!(seen.len() > 2, "backends seen: {seen:?}");
+    let after: Vec<i32> = (0..20)
+        .map(|_| engine.fetch_scalar::<i32>("SELECT pg_backend_pid()", ()))
+        .collect::<futures_util::future::JoinAll<_>>()
+        .await
+        .into_iter()
+        .collect::<reservoir::Result<_>>()
+        .expect("every read after the kill succeeds");
+    assert_eq!(after.len(), 20);
+    assert!(engine.stats().broken >= 1, "{:?}", engine.stats());
+    admin.close().await;
+}

@@ -135,6 +135,18 @@ impl Db {
         Engine::builder(self.url())
     }
 
+    /// `connections` connections, `pipeline_reads` on, no backlog bound.
+    pub async fn pipelining_engine(&self, connections: usize) -> Engine {
+        self.builder()
+            .pool_size(connections)
+            .max_overflow(0)
+            .max_waiting(None)
+            .pipeline_reads(true)
+            .build()
+            .await
+            .unwrap()
+    }
+
     pub async fn engine(&self) -> Engine {
         self.builder().build().await.expect("engine")
     }
