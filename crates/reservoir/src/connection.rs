@@ -26,7 +26,10 @@ use crate::value::{FromValue, Value};
 
 /// The raw connection shared by a reuse chain, checked out lazily.
 pub(crate) struct Link {
-    raw: tokio::sync::Mutex<Option<Pooled<DriverManager>>>,
+    /// Locked for each operation. futures-util's mutex: its uncontended
+    /// lock and unlock are one atomic each (tokio's unlock takes its
+    /// waiter list's lock every time), and a handle rarely waits for it.
+    raw: futures_util::lock::Mutex<Option<Pooled<DriverManager>>>,
     caller: &'static Location<'static>,
     id: AtomicU64,
     /// The root handle was released: reusers get a clear error.
@@ -38,13 +41,13 @@ pub(crate) struct Link {
     pub(crate) tx_options: Mutex<TxOptions>,
 }
 
-type RawGuard<'a> = tokio::sync::MutexGuard<'a, Option<Pooled<DriverManager>>>;
+type RawGuard<'a> = futures_util::lock::MutexGuard<'a, Option<Pooled<DriverManager>>>;
 
 impl Link {
     pub(crate) fn new(caller: &'static Location<'static>, pooled: Option<Pooled<DriverManager>>) -> Self {
         Link {
             id: AtomicU64::new(pooled.as_ref().map_or(0, |p| p.id())),
-            raw: tokio::sync::Mutex::new(pooled),
+            raw: futures_util::lock::Mutex::new(pooled),
             caller,
             released: AtomicBool::new(false),
             queued: Mutex::new(Vec::new()),
@@ -98,9 +101,9 @@ impl Link {
             }
         };
         match self.raw.try_lock() {
-            Ok(mut raw) => finish(raw.take()),
+            Some(mut raw) => finish(raw.take()),
             // A reuser is mid-statement: release once it is done.
-            Err(_) => {
+            None => {
                 if let Ok(handle) = tokio::runtime::Handle::try_current() {
                     let link = Arc::clone(self);
                     handle.spawn(async move { finish(link.raw.lock().await.take()) });
