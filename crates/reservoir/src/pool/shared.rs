@@ -224,6 +224,7 @@ impl<M: Manager> Shared<M> {
         // A timeout too long for the clock to represent never expires.
         while let Some(deadline) = st.waiters.front().and_then(|w| w.since.checked_add(timeout)) {
             if deadline > now {
+                self.count_waiters(&st);
                 return Next::SleepUntil(deadline);
             }
             let waiter = st.waiters.pop_front().expect("the head was just seen");
