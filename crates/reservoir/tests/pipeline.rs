@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Db, fresh_table};
-use reservoir::{Engine, ErrorKind, params};
+use reservoir::{CloseOptions, Engine, ErrorKind, params};
 
 per_dialect!(
     every_caller_gets_its_own_rows_with_few_checkouts,
@@ -17,6 +17,7 @@ per_dialect!(
     dropped_reads_leave_the_engine_healthy,
     close_ends_queued_reads,
     a_checkout_is_not_starved_by_a_stream_of_reads,
+    close_with_interrupt_ends_reads_sharing_a_connection,
     two_engines_reading_at_once_never_see_each_others_answers,
 );
 
@@ -275,4 +276,43 @@ async fn a_checkout_is_not_starved_by_a_stream_of_reads(db: Db) {
     for reader in readers {
         reader.await.unwrap();
     }
+}
+
+/// Endless reads sharing one connection (pipelined, queued on SQLite's
+/// thread, or taking turns): `close_with(interrupt)` ends every one of
+/// them, not only the one running when it was called.
+async fn close_with_interrupt_ends_reads_sharing_a_connection(db: Db) {
+    let engine = db.pipelining_engine(1).await;
+    // Hold the only connection, so that the reads queue for one lease.
+    let held = engine.acquire().await.unwrap();
+    let reads: Vec<_> = (0..4)
+        .map(|_| {
+            let engine = engine.clone();
+            let sql = db.endless_query();
+            tokio::spawn(async move { engine.fetch_one(sql, ()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        engine.close_with(CloseOptions {
+            force: false,
+            interrupt: true,
+        }),
+    )
+    .await
+    .expect("close with interrupt returns while reads share the connection");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    for read in reads {
+        let err = read.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::Interrupted, "{err:?}");
+    }
+    assert_eq!(engine.status().size, 0);
 }

@@ -147,16 +147,34 @@ impl<M: Manager> Pool<M> {
         let shared::Closing { idle, interrupts } = shared.begin_close();
         shared.maintenance.notify_one();
         if options.interrupt {
-            for handle in &interrupts {
-                handle.interrupt().await;
-            }
+            interrupt_all(&interrupts).await;
         }
         for conn in idle {
             shared.discard(conn);
         }
-        if !options.force {
-            shared.drained().await;
+        if options.force {
+            return;
         }
+        if !options.interrupt {
+            shared.drained().await;
+            return;
+        }
+        // An interrupted connection can be busy again at once: a read
+        // pipelined behind the interrupted one starts when it ends. So what
+        // is still checked out is interrupted again until it is back, less
+        // often as time goes on (a connection merely held costs a cancel
+        // request each time).
+        let mut pause = Duration::from_millis(100);
+        while tokio::time::timeout(pause, shared.drained()).await.is_err() {
+            interrupt_all(&shared.interrupt_handles()).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+async fn interrupt_all(handles: &[Arc<dyn Interrupt>]) {
+    for handle in handles {
+        handle.interrupt().await;
     }
 }
 

@@ -284,6 +284,12 @@ impl<M: Manager> Shared<M> {
         self.lock().generation
     }
 
+    /// The interrupt handles of the open connections (once the pool is
+    /// closing: of the ones still checked out).
+    pub fn interrupt_handles(&self) -> Vec<Arc<dyn Interrupt>> {
+        self.lock().interrupts.values().cloned().collect()
+    }
+
     pub fn register_interrupt(&self, id: u64, handle: Arc<dyn Interrupt>) {
         self.lock().interrupts.insert(id, handle);
     }
