@@ -38,7 +38,9 @@ pub struct CloseOptions {
     /// Return at once instead of waiting for checked-out connections; they
     /// are closed when they come back.
     pub force: bool,
-    /// First interrupt the statements running on checked-out connections.
+    /// First interrupt the statements running on checked-out connections;
+    /// when waiting, interrupt them again until they are back (a read
+    /// queued behind an interrupted one on a shared connection starts next).
     pub interrupt: bool,
 }
 
