@@ -115,17 +115,25 @@ impl Drop for Seat {
     }
 }
 
-/// Counts a read in [`Pipeline::queued`] while it lives.
-struct Queued<'a>(&'a AtomicUsize);
+/// Where [`Pipeline::place`] puts a read.
+enum Place {
+    Seat(Seat),
+    /// Open a lease on an idle connection, if the pool has one.
+    Spare,
+    None,
+}
 
-impl<'a> Queued<'a> {
+/// Counts a read in [`Pipeline::queued`] while it waits in the pool.
+struct InPoolQueue<'a>(&'a AtomicUsize);
+
+impl<'a> InPoolQueue<'a> {
     fn new(count: &'a AtomicUsize) -> Self {
         count.fetch_add(1, SeqCst);
-        Queued(count)
+        InPoolQueue(count)
     }
 }
 
-impl Drop for Queued<'_> {
+impl Drop for InPoolQueue<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, SeqCst);
     }
@@ -181,34 +189,32 @@ impl Pipeline {
         result
     }
 
-    /// A place on the least busy lease; on a new one when that one is busy
-    /// and the pool has an idle connection, or when no lease is open.
+    /// A place on the least busy lease; on a new one when the pool has an
+    /// idle connection for it, or when no lease is open.
     async fn seat(&self, engine: &Arc<EngineInner>) -> Result<Seat> {
         let caller = Location::caller();
-        let (open, least_reads) = {
-            let leases = self.lock();
-            let least = leases.iter().map(|l| l.reads.load(SeqCst)).min();
-            (leases.len(), least)
-        };
-        let spare = open < engine.pool.config().capacity() && least_reads != Some(0);
-        if spare {
-            if let Some(pooled) = engine.pool.acquire_idle(caller).await {
-                return Self::open(engine, pooled?).await;
+        match self.place(engine, true) {
+            Place::Seat(seat) => return Ok(seat),
+            Place::Spare => {
+                if let Some(pooled) = engine.pool.acquire_idle(caller).await {
+                    return Self::open(engine, pooled?).await;
+                }
             }
+            Place::None => {}
         }
         loop {
             let opened = self.opened.notified();
             let mut opened = std::pin::pin!(opened);
             opened.as_mut().enable();
-            if let Some(seat) = self.join(engine) {
+            if let Place::Seat(seat) = self.place(engine, false) {
                 return Ok(seat);
             }
             // Dropping the acquire (when a lease opens first) leaves the
             // pool's queue, handing back a connection granted meanwhile.
-            let queued = Queued::new(&self.queued);
+            let waiting = InPoolQueue::new(&self.queued);
             tokio::select! {
                 pooled = engine.pool.acquire_from(caller) => {
-                    drop(queued);
+                    drop(waiting);
                     return Self::open(engine, pooled?).await;
                 }
                 () = opened => {}
@@ -216,21 +222,29 @@ impl Pipeline {
         }
     }
 
-    /// Joins the open lease with the fewest reads, if any is open. None
-    /// while other checkouts wait for a connection: the leases then drain
-    /// and hand theirs over, and this read queues behind them, so that a
-    /// stream of reads cannot keep a transaction from ever starting.
-    fn join(&self, engine: &Arc<EngineInner>) -> Option<Seat> {
-        if engine.pool.waiting() > self.queued.load(SeqCst) {
-            return None;
-        }
+    /// Under one lock: `Spare` when asked and fewer leases are open than the
+    /// pool has connections (spread the reads over them), else a place on
+    /// the open lease with the fewest reads. None while other checkouts
+    /// wait for a connection: the leases then drain and hand theirs over,
+    /// and this read queues behind them, so that a stream of reads cannot
+    /// keep a transaction from ever starting.
+    fn place(&self, engine: &Arc<EngineInner>, spare: bool) -> Place {
         let leases = self.lock();
-        let lease = leases
+        if spare && leases.len() < engine.pool.config().capacity() {
+            return Place::Spare;
+        }
+        if engine.pool.waiting() > self.queued.load(SeqCst) {
+            return Place::None;
+        }
+        let Some(lease) = leases
             .iter()
             .filter(|l| !l.lost.load(SeqCst))
-            .min_by_key(|l| l.reads.load(SeqCst))?;
+            .min_by_key(|l| l.reads.load(SeqCst))
+        else {
+            return Place::None;
+        };
         lease.reads.fetch_add(1, SeqCst);
-        Some(Seat {
+        Place::Seat(Seat {
             engine: Arc::clone(engine),
             lease: Arc::clone(lease),
         })

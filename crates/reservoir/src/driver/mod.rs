@@ -98,9 +98,7 @@ impl AnyConnection {
             AnyConnection::Mysql(c) => c.run_execute(sql, params).await,
         }
     }
-}
 
-impl AnyConnection {
     /// A handle for reads that share this connection with other readers
     /// (`pipeline_reads`), where the driver can run them side by side:
     /// PostgreSQL pipelines them (unless the statement cache is off, the
