@@ -1,7 +1,9 @@
 //! PostgreSQL point selects on a pgbench table (`pgbench -i -s 10`), 32
 //! tasks over 8 connections: Reservoir against deadpool-postgres,
 //! bb8-postgres, sqlx's PgPool, raw tokio-postgres sharing 8 clients, and
-//! `pgbench -S` as the C reference.
+//! `pgbench -S` as the C reference. `PG_SELECT_ONLY=<parts of names,
+//! comma-separated>` runs only the contenders named so, to compare or
+//! profile a few alone.
 
 use std::pin::Pin;
 use std::process::Command;
@@ -402,6 +404,9 @@ async fn point_selects() -> (Vec<Row>, Vec<Row>) {
             "pgbench -S -M prepared -c 8 -j 2 (C reference)",
             |length| pgbench_select(length).unwrap_or(f64::NAN),
         ));
+    }
+    if let Ok(only) = std::env::var("PG_SELECT_ONLY") {
+        contenders.retain(|c| only.split(',').any(|part| c.name.contains(part)));
     }
     interleaved(&contenders).await
 }

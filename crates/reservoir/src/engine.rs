@@ -1,8 +1,11 @@
 //! `Engine`: URL -> driver -> pool, plus connectionless execution.
 
 use std::fmt;
+use std::future::Future;
 use std::panic::Location;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -14,7 +17,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::manager::DriverManager;
 use crate::params::{IntoParams, Params};
 use crate::pipeline::Pipeline;
-use crate::pool::{CloseOptions, Pool, PoolConfig, PoolStats, PoolStatus};
+use crate::pool::{Checkout, CloseOptions, Pool, PoolConfig, PoolStats, PoolStatus};
 use crate::row::Row;
 use crate::transaction::{Transaction, TxOptions};
 use crate::url::{DatabaseUrl, Dialect};
@@ -89,25 +92,21 @@ impl Engine {
         }
     }
 
-    async fn connection(
+    fn connection(
         &self,
         reuse: bool,
         lazy: bool,
         reusable: bool,
         caller: &'static Location<'static>,
-    ) -> Result<Connection> {
-        if reuse {
-            if let Some(link) = self.inner.contexts.top() {
-                return Ok(Connection::reusing(Arc::clone(&self.inner), link));
-            }
+    ) -> Connecting<'_> {
+        Connecting {
+            engine: self,
+            reuse,
+            lazy,
+            reusable,
+            caller,
+            checkout: None,
         }
-        let pooled = if lazy {
-            None
-        } else {
-            Some(self.inner.pool.acquire_from(caller).await?)
-        };
-        let link = Arc::new(Link::new(caller, pooled));
-        Ok(Connection::root(Arc::clone(&self.inner), link, reusable))
     }
 
     /// What connectionless execution runs on: the task's current connection
@@ -289,10 +288,53 @@ impl Acquire<'_> {
 
 impl<'e> std::future::IntoFuture for Acquire<'e> {
     type Output = Result<Connection>;
-    type IntoFuture = crate::pool::BoxFuture<'e, Result<Connection>>;
+    type IntoFuture = Connecting<'e>;
 
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.engine.connection(self.reuse, self.lazy, true, self.caller))
+    fn into_future(self) -> Connecting<'e> {
+        self.engine.connection(self.reuse, self.lazy, true, self.caller)
+    }
+}
+
+/// The future of an awaited [`Acquire`]: the task's current connection
+/// (with `reuse`), a handle that checks out later (with `lazy`), or a
+/// pooled connection, awaited in place (no allocation of its own).
+#[must_use = "a Connecting does nothing until awaited"]
+pub struct Connecting<'e> {
+    engine: &'e Engine,
+    reuse: bool,
+    lazy: bool,
+    /// The connection goes on the task's stack (not for a connectionless
+    /// statement's private one).
+    reusable: bool,
+    caller: &'static Location<'static>,
+    /// Started at the first poll, unless reuse or lazy made it unneeded.
+    checkout: Option<Checkout<'e, DriverManager>>,
+}
+
+impl Future for Connecting<'_> {
+    type Output = Result<Connection>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Connection>> {
+        let this = &mut *self;
+        let inner = &this.engine.inner;
+        let checkout = match &mut this.checkout {
+            Some(checkout) => checkout,
+            None => {
+                if this.reuse {
+                    if let Some(link) = inner.contexts.top() {
+                        return Poll::Ready(Ok(Connection::reusing(Arc::clone(inner), link)));
+                    }
+                }
+                if this.lazy {
+                    let link = Arc::new(Link::new(this.caller, None));
+                    return Poll::Ready(Ok(Connection::root(Arc::clone(inner), link, this.reusable)));
+                }
+                this.checkout.insert(inner.pool.acquire_from(this.caller))
+            }
+        };
+        let pooled = ready!(Pin::new(checkout).poll(cx))?;
+        let link = Arc::new(Link::new(this.caller, Some(pooled)));
+        Poll::Ready(Ok(Connection::root(Arc::clone(inner), link, this.reusable)))
     }
 }
 

@@ -53,7 +53,7 @@ pub mod value;
 
 pub use connection::Connection;
 pub use cursor::Cursor;
-pub use engine::{Acquire, Engine, EngineBuilder, IntoUrl};
+pub use engine::{Acquire, Connecting, Engine, EngineBuilder, IntoUrl};
 pub use error::{Error, ErrorKind, Result};
 pub use meta::{MetaData, Table};
 pub use params::{IntoParams, Params};

@@ -2,33 +2,144 @@
 //! (recycle, pre-ping, open, hooks). Every step is cancel safe: a dropped
 //! future hands back its queue place, slot or connection.
 
+use std::future::Future;
 use std::panic::Location;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use tokio::time::Instant;
 
 use tokio::sync::oneshot;
 use tokio::time::timeout_at;
 
 use super::guard::Pooled;
-use super::manager::Manager;
+use super::manager::{BoxFuture, Manager};
 use super::shared::{Conn, Grant, GrantResult, Shared, Take};
 use super::status::Counters;
 use crate::error::{Error, ErrorKind, Result};
 
 type Deadline = Option<Instant>;
 
+/// The future of [`Pool::acquire`](super::Pool::acquire). Written by hand
+/// rather than as an `async fn` so that callers can name it (the engine's
+/// `acquire()` awaits it in place instead of boxing it), and so that the
+/// common outcomes, an idle connection or one handed over by a releaser,
+/// need no allocation: only opening a connection, recycling, pre-pinging
+/// and the checkout hook run as a boxed future of their own.
+#[must_use = "an acquire does nothing until awaited"]
+pub struct Checkout<'a, M: Manager> {
+    shared: &'a Arc<Shared<M>>,
+    caller: &'static Location<'static>,
+    step: Step<'a, M>,
+}
+
+enum Step<'a, M: Manager> {
+    /// Not polled yet.
+    Start,
+    /// Queued; the grant arrives on the place's channel.
+    Waiting {
+        place: Queued<'a, M>,
+        since: Instant,
+    },
+    /// Revalidating or opening (the rare, awaiting part of the path).
+    Preparing(BoxFuture<'a, Result<Pooled<M>>>),
+    Done,
+}
+
+impl<'a, M: Manager> Checkout<'a, M> {
+    pub(crate) fn new(shared: &'a Arc<Shared<M>>, caller: &'static Location<'static>) -> Self {
+        Checkout {
+            shared,
+            caller,
+            step: Step::Start,
+        }
+    }
+
+    /// Hands the grant out at once when it needs no awaiting (see
+    /// `ready_as_is`); else starts the boxed preparation.
+    fn grant(&mut self, grant: Grant<M::Connection>, since: Option<Instant>) -> Option<Result<Pooled<M>>> {
+        let shared = self.shared;
+        match grant {
+            Grant::Conn(conn) if shared.ready_as_is(&conn) => {
+                let mut pooled = Pooled::preparing(Arc::clone(shared), conn);
+                pooled.ready(self.caller);
+                Counters::bump(&shared.counters.acquired);
+                Some(Ok(pooled))
+            }
+            grant => {
+                self.step = Step::Preparing(Box::pin(shared.make_ready(grant, since, self.caller)));
+                None
+            }
+        }
+    }
+}
+
+impl<M: Manager> Future for Checkout<'_, M> {
+    type Output = Result<Pooled<M>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        loop {
+            match &mut this.step {
+                Step::Start => {
+                    // A loop of acquires served from the idle list never
+                    // waits: take part in tokio's cooperative budget so it
+                    // cannot starve the other tasks (and the timer) of its
+                    // worker, as tokio's own primitives do.
+                    ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
+                    let taken = this.shared.take();
+                    this.step = Step::Done;
+                    let (grant, since) = match taken {
+                        Err(e) => return Poll::Ready(Err(e)),
+                        Ok(Take::Idle(conn)) => (Grant::Conn(conn), None),
+                        Ok(Take::Slot) => (Grant::Slot, None),
+                        Ok(Take::Wait { id, rx, since }) => {
+                            Counters::bump(&this.shared.counters.waited);
+                            let place = Queued {
+                                shared: this.shared,
+                                id,
+                                rx,
+                                served: false,
+                            };
+                            this.step = Step::Waiting { place, since };
+                            continue;
+                        }
+                    };
+                    if let Some(ready) = this.grant(grant, since) {
+                        return Poll::Ready(ready);
+                    }
+                }
+                Step::Waiting { place, since } => {
+                    let outcome = ready!(Pin::new(&mut place.rx).poll(cx));
+                    let since = *since;
+                    this.shared.counters.add_wait(since.elapsed());
+                    // The grant is ours now (or the pool dropped the sender
+                    // without one: it is closing); leave the queue place unarmed.
+                    place.served = true;
+                    this.step = Step::Done;
+                    let grant = match outcome {
+                        Ok(Ok(grant)) => grant,
+                        Ok(Err(e)) => return Poll::Ready(Err(e)),
+                        Err(_) => return Poll::Ready(Err(Error::pool_closed())),
+                    };
+                    if let Some(ready) = this.grant(grant, Some(since)) {
+                        return Poll::Ready(ready);
+                    }
+                }
+                Step::Preparing(preparing) => {
+                    let out = ready!(preparing.as_mut().poll(cx));
+                    this.step = Step::Done;
+                    return Poll::Ready(out);
+                }
+                Step::Done => panic!("pool::Checkout polled after it completed"),
+            }
+        }
+    }
+}
+
 impl<M: Manager> Shared<M> {
-    pub(crate) async fn acquire(self: &Arc<Self>, caller: &'static Location<'static>) -> Result<Pooled<M>> {
-        // A loop of acquires served from the idle list never waits: take part
-        // in tokio's cooperative budget so it cannot starve the other tasks
-        // (and the timer) of its worker, as tokio's own primitives do.
-        tokio::task::consume_budget().await;
-        let (grant, since) = match self.take()? {
-            Take::Idle(conn) => (Grant::Conn(conn), None),
-            Take::Slot => (Grant::Slot, None),
-            Take::Wait { id, rx, since } => (self.wait(id, rx, since).await?, Some(since)),
-        };
-        self.make_ready(grant, since, caller).await
+    pub(crate) fn acquire(self: &Arc<Self>, caller: &'static Location<'static>) -> Checkout<'_, M> {
+        Checkout::new(self, caller)
     }
 
     /// An idle connection if one can be had without waiting or opening one
@@ -39,6 +150,18 @@ impl<M: Manager> Shared<M> {
     ) -> Option<Result<Pooled<M>>> {
         let conn = self.take_idle()?;
         Some(self.make_ready(Grant::Conn(conn), None, caller).await)
+    }
+
+    /// Whether a connection from the idle list or from a releaser can be
+    /// handed out as it is: not due for recycling, no pre-ping, no
+    /// checkout hook (what `make_ready` would otherwise await).
+    fn ready_as_is(&self, conn: &Conn<M::Connection>) -> bool {
+        !self.config.pool_pre_ping
+            && self.hooks.on_checkout.is_none()
+            && self
+                .config
+                .pool_recycle
+                .is_none_or(|r| conn.created.elapsed() < r)
     }
 
     /// Turns a grant into a checked-out connection: revalidated or opened,
@@ -68,33 +191,6 @@ impl<M: Manager> Shared<M> {
         pooled.ready(caller);
         Counters::bump(&self.counters.acquired);
         Ok(pooled)
-    }
-
-    /// Waits for a grant; the expiry task ends the wait at `pool_timeout`
-    /// with an error sent the same way.
-    async fn wait(
-        self: &Arc<Self>,
-        id: u64,
-        rx: oneshot::Receiver<GrantResult<M::Connection>>,
-        since: Instant,
-    ) -> Result<Grant<M::Connection>> {
-        Counters::bump(&self.counters.waited);
-        let mut queued = Queued {
-            shared: self,
-            id,
-            rx,
-            served: false,
-        };
-        let outcome = (&mut queued.rx).await;
-        self.counters.add_wait(since.elapsed());
-        match outcome {
-            Ok(grant) => {
-                queued.served = true;
-                grant
-            }
-            // The pool dropped the sender without a grant: it is closing.
-            Err(_) => Err(Error::pool_closed()),
-        }
     }
 
     /// Checks a connection taken from the idle list or handed over: recycles

@@ -23,6 +23,7 @@ use std::panic::Location;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use acquire::Checkout;
 pub use config::{AsyncHook, PoolConfig, SyncHook};
 pub use guard::Pooled;
 pub use manager::{BoxFuture, Interrupt, Manager};
@@ -81,16 +82,13 @@ impl<M: Manager> Pool<M> {
     /// Checks out a connection: an idle one, a new one if there is room, or
     /// the next one returned, waiting in arrival order up to `pool_timeout`.
     #[track_caller]
-    pub fn acquire(&self) -> impl Future<Output = Result<Pooled<M>>> + Send + '_ {
+    pub fn acquire(&self) -> Checkout<'_, M> {
         let caller = Location::caller();
         self.shared.acquire(caller)
     }
 
     /// [`acquire`](Self::acquire) on behalf of a call site captured earlier.
-    pub(crate) fn acquire_from(
-        &self,
-        caller: &'static Location<'static>,
-    ) -> impl Future<Output = Result<Pooled<M>>> + Send + '_ {
+    pub(crate) fn acquire_from(&self, caller: &'static Location<'static>) -> Checkout<'_, M> {
         self.shared.acquire(caller)
     }
 

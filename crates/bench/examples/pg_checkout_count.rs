@@ -1,0 +1,93 @@
+//! A fixed number of PostgreSQL point selects, each through a checkout of
+//! its own (32 tasks, 8 connections), for counting instructions: the
+//! timed harness runs for a set time, which valgrind stretches. Count the
+//! client's instructions per select as the difference between two counts:
+//!
+//! ```text
+//! cargo build --release -p reservoir-bench --example pg_checkout_count
+//! valgrind --tool=callgrind target/release/examples/pg_checkout_count reservoir 4000
+//! valgrind --tool=callgrind target/release/examples/pg_checkout_count reservoir 12000
+//! ```
+//!
+//! The first argument is `reservoir` (acquire + `conn.fetch_one`) or
+//! `deadpool` (deadpool-postgres, `prepare_cached` + `query_one`); the second
+//! the number of selects; an optional third, the number of tasks (32). Needs the pgbench tables (`-- pg-select` makes them).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+const URL: &str = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable";
+const SELECT: &str = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
+const TASKS: u64 = 32;
+const CONNECTIONS: usize = 8;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let who = args.next().unwrap_or_else(|| "reservoir".into());
+    let total: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    let tasks: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(TASKS);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let select = match who.as_str() {
+            "reservoir" => reservoir_select().await,
+            "deadpool" => deadpool_select(),
+            other => panic!("unknown contender {other:?}: reservoir or deadpool"),
+        };
+        let left = Arc::new(AtomicU64::new(total));
+        let tasks: Vec<_> = (0..tasks)
+            .map(|t| {
+                let (left, select) = (Arc::clone(&left), Arc::clone(&select));
+                tokio::spawn(async move {
+                    let mut aid = t as i32 + 1;
+                    while left.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok() {
+                        select(aid).await;
+                        aid = (aid + 7918) % 1_000_000 + 1;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("task");
+        }
+    });
+}
+
+type Select = Arc<dyn Fn(i32) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+async fn reservoir_select() -> Select {
+    let engine = reservoir::Engine::builder(URL)
+        .pool_size(CONNECTIONS)
+        .max_overflow(0)
+        .max_waiting(None)
+        .build()
+        .await
+        .expect("engine");
+    Arc::new(move |aid| {
+        let engine = engine.clone();
+        Box::pin(async move {
+            let mut conn = engine.acquire().await.expect("acquire");
+            std::hint::black_box(conn.fetch_one(SELECT, (aid,)).await.expect("select"));
+        })
+    })
+}
+
+fn deadpool_select() -> Select {
+    let mut cfg = deadpool_postgres::Config::new();
+    cfg.url = Some(URL.into());
+    cfg.pool = Some(deadpool_postgres::PoolConfig::new(CONNECTIONS));
+    let pool = cfg
+        .create_pool(Some(deadpool_postgres::Runtime::Tokio1), tokio_postgres::NoTls)
+        .expect("deadpool");
+    Arc::new(move |aid| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let client = pool.get().await.expect("get");
+            let stmt = client.prepare_cached(SELECT).await.expect("prepare");
+            std::hint::black_box(client.query_one(&stmt, &[&aid]).await.expect("select"));
+        })
+    })
+}
