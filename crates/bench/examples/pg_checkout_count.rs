@@ -9,8 +9,10 @@
 //! valgrind --tool=callgrind target/release/examples/pg_checkout_count reservoir 12000
 //! ```
 //!
-//! The first argument is `reservoir` (acquire + `conn.fetch_one`) or
-//! `deadpool` (deadpool-postgres, `prepare_cached` + `query_one`); the second
+//! The first argument is `reservoir` (acquire + `conn.fetch_one`),
+//! `pipelined` (connectionless `engine.fetch_one` with `pipeline_reads`),
+//! `deadpool` (deadpool-postgres, `prepare_cached` + `query_one`) or `raw`
+//! (8 tokio-postgres clients shared by the tasks in turn); the second
 //! the number of selects; an optional third, the number of tasks (32). Needs the pgbench tables (`-- pg-select` makes them).
 
 use std::sync::Arc;
@@ -34,8 +36,10 @@ fn main() {
     rt.block_on(async move {
         let select = match who.as_str() {
             "reservoir" => reservoir_select().await,
+            "pipelined" => pipelined_select().await,
             "deadpool" => deadpool_select(),
-            other => panic!("unknown contender {other:?}: reservoir or deadpool"),
+            "raw" => raw_select().await,
+            other => panic!("unknown contender {other:?}: reservoir, pipelined, deadpool or raw"),
         };
         let left = Arc::new(AtomicU64::new(total));
         let tasks: Vec<_> = (0..tasks)
@@ -58,14 +62,50 @@ fn main() {
 
 type Select = Arc<dyn Fn(i32) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
-async fn reservoir_select() -> Select {
-    let engine = reservoir::Engine::builder(URL)
+async fn engine(pipeline_reads: bool) -> reservoir::Engine {
+    reservoir::Engine::builder(URL)
         .pool_size(CONNECTIONS)
         .max_overflow(0)
         .max_waiting(None)
+        .pipeline_reads(pipeline_reads)
         .build()
         .await
-        .expect("engine");
+        .expect("engine")
+}
+
+async fn pipelined_select() -> Select {
+    let engine = engine(true).await;
+    Arc::new(move |aid| {
+        let engine = engine.clone();
+        Box::pin(async move {
+            std::hint::black_box(engine.fetch_one(SELECT, (aid,)).await.expect("select"));
+        })
+    })
+}
+
+async fn raw_select() -> Select {
+    let mut clients = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let (client, conn) = tokio_postgres::connect(URL, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        let stmt = client.prepare(SELECT).await.expect("prepare");
+        clients.push((client, stmt));
+    }
+    let clients = Arc::new(clients);
+    let turn = Arc::new(AtomicU64::new(0));
+    Arc::new(move |aid| {
+        let (clients, turn) = (Arc::clone(&clients), Arc::clone(&turn));
+        Box::pin(async move {
+            let (client, stmt) = &clients[turn.fetch_add(1, Relaxed) as usize % CONNECTIONS];
+            std::hint::black_box(client.query_one(stmt, &[&aid]).await.expect("select"));
+        })
+    })
+}
+
+async fn reservoir_select() -> Select {
+    let engine = engine(false).await;
     Arc::new(move |aid| {
         let engine = engine.clone();
         Box::pin(async move {

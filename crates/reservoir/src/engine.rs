@@ -188,13 +188,11 @@ impl Engine {
     /// the statement is a plain read); else on a connection of its own.
     async fn read(&self, sql: &str, params: Params, limit: Option<usize>) -> Result<Vec<Row>> {
         let inner = &self.inner;
-        if inner.pipeline_reads
-            && crate::sql::is_plain_read(sql)
-            && inner.contexts.top().is_none()
-            && inner.pipeline.should_take(inner)
-        {
-            let (sql, params) = params.bind(sql, inner.driver.placeholder())?;
-            return inner.pipeline.read(inner, &sql, params, limit).await;
+        if inner.pipeline_reads && crate::sql::is_plain_read(sql) && inner.contexts.top().is_none() {
+            if let Some(first) = inner.pipeline.enter(inner) {
+                let (sql, params) = params.bind(sql, inner.driver.placeholder())?;
+                return inner.pipeline.read(inner, first, &sql, params, limit).await;
+            }
         }
         self.contextual().await?.query(sql, params, limit).await
     }

@@ -80,7 +80,7 @@ impl Drop for Lease {
 
 /// One read's place on a lease; leaving (at the end, or when the read's
 /// future is dropped) closes the lease if it was the last read.
-struct Seat {
+pub(crate) struct Seat {
     engine: Arc<EngineInner>,
     lease: Arc<Lease>,
 }
@@ -116,7 +116,7 @@ impl Drop for Seat {
 }
 
 /// Where [`Pipeline::place`] puts a read.
-enum Place {
+pub(crate) enum Place {
     Seat(Seat),
     /// Open a lease on an idle connection, if the pool has one.
     Spare,
@@ -144,20 +144,24 @@ impl Pipeline {
         self.leases.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether a read should go through the pipeline: when leases are
-    /// open, or when the pool has no connection to give at once.
-    pub(crate) fn should_take(&self, engine: &EngineInner) -> bool {
-        if !self.lock().is_empty() {
-            return true;
+    /// Where a read goes if it goes through the pipeline, decided under one
+    /// lock: `None` (it does not) while no lease is open and the pool has a
+    /// connection to give at once; else its first place (see `place`).
+    pub(crate) fn enter(&self, engine: &Arc<EngineInner>) -> Option<Place> {
+        let leases = self.lock();
+        if leases.is_empty() {
+            drop(leases);
+            let status = engine.pool.status();
+            return (status.idle == 0 && status.size >= status.max).then_some(Place::Spare);
         }
-        let status = engine.pool.status();
-        status.idle == 0 && status.size >= status.max
+        Some(self.place_in(leases, engine, true))
     }
 
     /// Runs a read (SQL in the driver's placeholder style) on a lease.
     pub(crate) async fn read(
         &self,
         engine: &Arc<EngineInner>,
+        first: Place,
         sql: &str,
         params: Vec<Value>,
         limit: Option<usize>,
@@ -165,7 +169,7 @@ impl Pipeline {
         if engine.pool.is_closed() {
             return Err(Error::pool_closed());
         }
-        let seat = self.seat(engine).await?;
+        let seat = self.seat(engine, first).await?;
         let started = statements_logged(engine.echo).then(Instant::now);
         let result = if seat.lease.reader.is_some() {
             seat.read(sql, params, limit).await
@@ -189,11 +193,12 @@ impl Pipeline {
         result
     }
 
-    /// A place on the least busy lease; on a new one when the pool has an
-    /// idle connection for it, or when no lease is open.
-    async fn seat(&self, engine: &Arc<EngineInner>) -> Result<Seat> {
+    /// A place on the least busy lease (`first`, from `enter`); on a new
+    /// one when the pool has an idle connection for it, or when no lease is
+    /// open.
+    async fn seat(&self, engine: &Arc<EngineInner>, first: Place) -> Result<Seat> {
         let caller = Location::caller();
-        match self.place(engine, true) {
+        match first {
             Place::Seat(seat) => return Ok(seat),
             Place::Spare => {
                 if let Some(pooled) = engine.pool.acquire_idle(caller).await {
@@ -229,7 +234,16 @@ impl Pipeline {
     /// and this read queues behind them, so that a stream of reads cannot
     /// keep a transaction from ever starting.
     fn place(&self, engine: &Arc<EngineInner>, spare: bool) -> Place {
-        let leases = self.lock();
+        self.place_in(self.lock(), engine, spare)
+    }
+
+    /// `place`, with the lease list already locked.
+    fn place_in(
+        &self,
+        leases: MutexGuard<'_, Vec<Arc<Lease>>>,
+        engine: &Arc<EngineInner>,
+        spare: bool,
+    ) -> Place {
         if spare && leases.len() < engine.pool.config().capacity() {
             return Place::Spare;
         }

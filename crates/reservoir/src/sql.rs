@@ -194,14 +194,26 @@ fn dollar_quote_end(sql: &str, chars: &[(usize, char)], i: usize) -> Option<usiz
 
 /// Whether `sql` is a plain query (its first word SELECT, WITH, VALUES or
 /// TABLE): one that cannot open a transaction or change the session's, so
-/// it may share a connection with other such queries.
+/// it may share a connection with other such queries. Runs on every
+/// connectionless read with `pipeline_reads`: bytes only, and one keyword
+/// compared at most (by the word's length).
 pub(crate) fn is_plain_read(sql: &str) -> bool {
-    let sql = sql.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
-    let end = sql.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(sql.len());
-    let word = &sql[..end];
-    ["SELECT", "WITH", "VALUES", "TABLE"]
+    let bytes = sql.as_bytes();
+    let start = bytes
         .iter()
-        .any(|w| word.eq_ignore_ascii_case(w))
+        .position(|b| !b.is_ascii_whitespace() && *b != b'(')
+        .unwrap_or(bytes.len());
+    let rest = &bytes[start..];
+    let word = &rest[..rest
+        .iter()
+        .position(|b| !b.is_ascii_alphabetic())
+        .unwrap_or(rest.len())];
+    match word.len() {
+        4 => word.eq_ignore_ascii_case(b"WITH"),
+        5 => word.eq_ignore_ascii_case(b"TABLE"),
+        6 => word.eq_ignore_ascii_case(b"SELECT") || word.eq_ignore_ascii_case(b"VALUES"),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -230,6 +242,8 @@ mod tests {
             "WITH x AS (SELECT 1) SELECT * FROM x",
             "values (1)",
             "TABLE t",
+            "\n\t( (select 1))",
+            "With1",
         ] {
             assert!(is_plain_read(sql), "{sql}");
         }
@@ -239,7 +253,12 @@ mod tests {
             "INSERT INTO t VALUES (1)",
             "SELECTX",
             "",
+            "   ",
+            "(",
             "-- c\nSELECT 1",
+            "SELEC",
+            "TABLES",
+            "\u{a0}SELECT 1",
         ] {
             assert!(!is_plain_read(sql), "{sql}");
         }

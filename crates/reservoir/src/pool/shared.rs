@@ -3,7 +3,9 @@
 //! queue); it is never held across an await.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::time::Instant;
 
@@ -64,7 +66,6 @@ struct State<C> {
     size: usize,
     waiters: VecDeque<Waiter<C>>,
     next_waiter: u64,
-    closed: bool,
     generation: u64,
     /// Interrupt handles of every open connection, by connection id.
     interrupts: HashMap<u64, Arc<dyn Interrupt>>,
@@ -95,6 +96,10 @@ pub(crate) struct Shared<M: Manager> {
     state: Locked<State<M::Connection>>,
     /// `state.waiters.len()`, readable without the lock (set under it).
     waiting: AtomicUsize,
+    /// Set once, under the lock, by `begin_close`: code under the lock sees
+    /// it in order with the queue, and the pipeline checks it on every read
+    /// without taking the lock.
+    closed: AtomicBool,
     next_conn_id: AtomicU64,
     /// Signalled when the last connection of a closed pool is gone.
     drained: Notify,
@@ -114,12 +119,12 @@ impl<M: Manager> Shared<M> {
                 size: 0,
                 waiters: VecDeque::new(),
                 next_waiter: 0,
-                closed: false,
                 generation: 0,
                 interrupts: HashMap::new(),
                 watcher: Watcher::NotStarted,
             })),
             waiting: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
             next_conn_id: AtomicU64::new(1),
             drained: Notify::new(),
         }
@@ -145,7 +150,7 @@ impl<M: Manager> Shared<M> {
     /// Waiters are served in arrival order, so nobody overtakes a queue.
     pub fn take(self: &Arc<Self>) -> Result<Take<M::Connection>> {
         let mut st = self.lock();
-        if st.closed {
+        if self.is_closed() {
             return Err(Error::pool_closed());
         }
         if st.waiters.is_empty() {
@@ -194,7 +199,7 @@ impl<M: Manager> Shared<M> {
     /// An idle connection, if there is one and nobody is waiting.
     pub fn take_idle(&self) -> Option<Conn<M::Connection>> {
         let mut st = self.lock();
-        if st.closed || !st.waiters.is_empty() {
+        if self.is_closed() || !st.waiters.is_empty() {
             return None;
         }
         self.pop_idle(&mut st)
@@ -216,7 +221,7 @@ impl<M: Manager> Shared<M> {
             return Next::Stop;
         };
         let mut st = self.lock();
-        if st.closed {
+        if self.is_closed() {
             return Next::Stop;
         }
         // Deadlines follow queue order (a waiter's `since` is read under
@@ -298,7 +303,7 @@ impl<M: Manager> Shared<M> {
     /// closed when it is surplus (overflow, disposed, or the pool is closed).
     pub fn checkin(self: &Arc<Self>, conn: Conn<M::Connection>) {
         let mut st = self.lock();
-        if !st.closed && conn.generation == st.generation {
+        if !self.is_closed() && conn.generation == st.generation {
             let handed = Self::hand_over(&mut st, Grant::Conn(conn));
             self.count_waiters(&st);
             let Some(Grant::Conn(conn)) = handed else {
@@ -347,13 +352,13 @@ impl<M: Manager> Shared<M> {
     /// Frees a slot: the oldest waiter gets the right to open a connection.
     pub fn release_slot(&self) {
         let mut st = self.lock();
-        let handed = !st.closed && Self::hand_over(&mut st, Grant::Slot).is_none();
+        let handed = !self.is_closed() && Self::hand_over(&mut st, Grant::Slot).is_none();
         self.count_waiters(&st);
         if handed {
             return;
         }
         st.size -= 1;
-        let drained = st.closed && st.size == 0;
+        let drained = self.is_closed() && st.size == 0;
         let below_min = st.size < self.config.min_size;
         drop(st);
         if drained {
@@ -384,7 +389,7 @@ impl<M: Manager> Shared<M> {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.lock().closed
+        self.closed.load(Acquire)
     }
 
     /// Closes idle connections now and marks the checked-out ones to be
@@ -406,7 +411,7 @@ impl<M: Manager> Shared<M> {
     /// checked-out ones.
     pub fn begin_close(&self) -> Closing<M::Connection> {
         let mut st = self.lock();
-        st.closed = true;
+        self.closed.store(true, Release);
         self.expiry.notify_one();
         for waiter in st.waiters.drain(..) {
             let _ = waiter.tx.send(Err(Error::pool_closed()));
@@ -464,7 +469,7 @@ impl<M: Manager> Shared<M> {
     /// `min_size` and nobody is queued (queued acquirers come first).
     pub fn reserve_for_min_size(&self) -> bool {
         let mut st = self.lock();
-        if st.closed || st.size >= self.config.min_size || !st.waiters.is_empty() {
+        if self.is_closed() || st.size >= self.config.min_size || !st.waiters.is_empty() {
             return false;
         }
         st.size += 1;
