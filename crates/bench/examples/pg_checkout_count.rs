@@ -13,7 +13,8 @@
 //! `pipelined` (connectionless `engine.fetch_one` with `pipeline_reads`),
 //! `deadpool` (deadpool-postgres, `prepare_cached` + `query_one`) or `raw`
 //! (8 tokio-postgres clients shared by the tasks in turn); the second
-//! the number of selects; an optional third, the number of tasks (32). Needs the pgbench tables (`-- pg-select` makes them).
+//! the number of selects; an optional third, the number of tasks (32).
+//! `CONNECTIONS=n` sets the pool size (8). Needs the pgbench tables (`-- pg-select` makes them).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -21,7 +22,13 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 const URL: &str = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable";
 const SELECT: &str = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
 const TASKS: u64 = 32;
-const CONNECTIONS: usize = 8;
+/// The pool size (or number of raw clients): `CONNECTIONS`, else 8.
+fn connections() -> usize {
+    std::env::var("CONNECTIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(8)
+}
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -64,7 +71,7 @@ type Select = Arc<dyn Fn(i32) -> std::pin::Pin<Box<dyn Future<Output = ()> + Sen
 
 async fn engine(pipeline_reads: bool) -> reservoir::Engine {
     reservoir::Engine::builder(URL)
-        .pool_size(CONNECTIONS)
+        .pool_size(connections())
         .max_overflow(0)
         .max_waiting(None)
         .pipeline_reads(pipeline_reads)
@@ -85,7 +92,7 @@ async fn pipelined_select() -> Select {
 
 async fn raw_select() -> Select {
     let mut clients = Vec::new();
-    for _ in 0..CONNECTIONS {
+    for _ in 0..connections() {
         let (client, conn) = tokio_postgres::connect(URL, tokio_postgres::NoTls)
             .await
             .expect("connect");
@@ -98,7 +105,7 @@ async fn raw_select() -> Select {
     Arc::new(move |aid| {
         let (clients, turn) = (Arc::clone(&clients), Arc::clone(&turn));
         Box::pin(async move {
-            let (client, stmt) = &clients[turn.fetch_add(1, Relaxed) as usize % CONNECTIONS];
+            let (client, stmt) = &clients[turn.fetch_add(1, Relaxed) as usize % connections()];
             std::hint::black_box(client.query_one(stmt, &[&aid]).await.expect("select"));
         })
     })
@@ -118,7 +125,7 @@ async fn reservoir_select() -> Select {
 fn deadpool_select() -> Select {
     let mut cfg = deadpool_postgres::Config::new();
     cfg.url = Some(URL.into());
-    cfg.pool = Some(deadpool_postgres::PoolConfig::new(CONNECTIONS));
+    cfg.pool = Some(deadpool_postgres::PoolConfig::new(connections()));
     let pool = cfg
         .create_pool(Some(deadpool_postgres::Runtime::Tokio1), tokio_postgres::NoTls)
         .expect("deadpool");
