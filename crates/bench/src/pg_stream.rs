@@ -152,8 +152,11 @@ pub async fn run() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(ROUNDS);
-    for _ in 0..rounds {
-        for c in &mut contenders {
+    let n = contenders.len();
+    for round in 0..rounds {
+        // Each round starts with the next contender (see `harness::interleaved`).
+        for k in 0..n {
+            let c = &mut contenders[(round + k) % n];
             let cpu = cpu_seconds();
             let (rate, grew) = timed(tokio::spawn((c.run)())).await;
             c.spawned.push(rate);

@@ -209,16 +209,20 @@ async fn bulk() -> (Vec<Row>, Vec<Row>) {
             }),
         ),
     ];
-    let mut rates = vec![Vec::new(); contenders.len()];
-    for _ in 0..BULK_ROUNDS {
-        for ((_, _, run), rates) in contenders.iter().zip(&mut rates) {
+    let n = contenders.len();
+    let mut rates = vec![Vec::new(); n];
+    for round in 0..BULK_ROUNDS {
+        // Each round starts with the next contender (see `harness::interleaved`).
+        for k in 0..n {
+            let i = (round + k) % n;
+            let (_, _, run) = &contenders[i];
             admin
                 .batch_execute("TRUNCATE reservoir_bulk")
                 .await
                 .expect("truncate");
             let started = Instant::now();
             run().await;
-            rates.push(BULK as f64 / started.elapsed().as_secs_f64());
+            rates[i].push(BULK as f64 / started.elapsed().as_secs_f64());
         }
     }
     engine.close().await;
