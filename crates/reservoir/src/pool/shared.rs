@@ -266,19 +266,15 @@ impl<M: Manager> Shared<M> {
         }
     }
 
-    /// Gives `grant` to the oldest live waiter; returns it if there is none.
-    fn hand_over(
-        st: &mut State<M::Connection>,
-        mut grant: Grant<M::Connection>,
-    ) -> Option<Grant<M::Connection>> {
-        while let Some(waiter) = st.waiters.pop_front() {
-            match waiter.tx.send(Ok(grant)) {
-                Ok(()) => return None,
-                Err(Ok(back)) => grant = back,
-                Err(Err(_)) => unreachable!("only grants are sent here"),
-            }
-        }
-        Some(grant)
+    /// Takes the oldest waiter off the queue, to be sent a grant once the
+    /// lock is released: waking its task can take a syscall (unparking the
+    /// other worker), and the other worker may be waiting for this lock. A
+    /// waiter that gives up meanwhile finds itself off the queue, closes its
+    /// channel, and the send hands the grant back to the sender.
+    fn next_waiter(&self, st: &mut State<M::Connection>) -> Option<Waiter<M::Connection>> {
+        let waiter = st.waiters.pop_front()?;
+        self.count_waiters(st);
+        Some(waiter)
     }
 
     pub fn next_conn_id(&self) -> u64 {
@@ -301,14 +297,24 @@ impl<M: Manager> Shared<M> {
 
     /// Returns a clean connection: to the oldest waiter, to the idle list, or
     /// closed when it is surplus (overflow, disposed, or the pool is closed).
-    pub fn checkin(self: &Arc<Self>, conn: Conn<M::Connection>) {
-        let mut st = self.lock();
-        if !self.is_closed() && conn.generation == st.generation {
-            let handed = Self::hand_over(&mut st, Grant::Conn(conn));
-            self.count_waiters(&st);
-            let Some(Grant::Conn(conn)) = handed else {
+    pub fn checkin(self: &Arc<Self>, mut conn: Conn<M::Connection>) {
+        loop {
+            let mut st = self.lock();
+            if self.is_closed() || conn.generation != st.generation {
+                drop(st);
+                self.discard(conn);
                 return;
-            };
+            }
+            if let Some(waiter) = self.next_waiter(&mut st) {
+                drop(st);
+                match waiter.tx.send(Ok(Grant::Conn(conn))) {
+                    Ok(()) => return,
+                    // It gave up: the next waiter, or the idle list.
+                    Err(Ok(Grant::Conn(back))) => conn = back,
+                    Err(_) => unreachable!("the connection sent comes back"),
+                }
+                continue;
+            }
             if st.idle.len() < self.config.pool_size {
                 st.idle.push_back(Idle {
                     conn,
@@ -320,8 +326,6 @@ impl<M: Manager> Shared<M> {
             self.discard(conn);
             return;
         }
-        drop(st);
-        self.discard(conn);
     }
 
     /// Closes a connection and frees its slot.
@@ -352,10 +356,15 @@ impl<M: Manager> Shared<M> {
     /// Frees a slot: the oldest waiter gets the right to open a connection.
     pub fn release_slot(&self) {
         let mut st = self.lock();
-        let handed = !self.is_closed() && Self::hand_over(&mut st, Grant::Slot).is_none();
-        self.count_waiters(&st);
-        if handed {
-            return;
+        while !self.is_closed() {
+            let Some(waiter) = self.next_waiter(&mut st) else {
+                break;
+            };
+            drop(st);
+            if waiter.tx.send(Ok(Grant::Slot)).is_ok() {
+                return;
+            }
+            st = self.lock();
         }
         st.size -= 1;
         let drained = self.is_closed() && st.size == 0;
