@@ -556,6 +556,34 @@ async fn recycle_replaces_old_connections() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_waiter_is_not_handed_a_connection_past_pool_recycle() {
+    let script = Script::default();
+    let pool = builder(&script, 1, 0)
+        .pool_recycle(Duration::from_secs(60))
+        .pool_timeout(Duration::from_secs(600))
+        .build()
+        .await
+        .unwrap();
+    let held = pool.acquire().await.unwrap();
+    let old = held.id;
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.acquire().await.map(|c| c.id) }
+    });
+    settle().await;
+    assert_eq!(pool.status().waiting, 1);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    drop(held);
+    let new = waiter.await.unwrap().unwrap();
+    assert_ne!(
+        new, old,
+        "the waiter got the connection that was due for recycling"
+    );
+    settle().await;
+    assert_eq!(script.live(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn idle_timeout_closes_idle_connections_above_min_size() {
     let script = Script::default();
     let pool = builder(&script, 4, 0)

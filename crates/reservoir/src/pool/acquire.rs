@@ -60,12 +60,9 @@ impl<'a, M: Manager> Checkout<'a, M> {
     fn grant(&mut self, grant: Grant<M::Connection>, since: Option<Instant>) -> Option<Result<Pooled<M>>> {
         let shared = self.shared;
         match grant {
-            Grant::Conn(conn) if shared.ready_as_is(&conn) => {
-                let mut pooled = Pooled::preparing(Arc::clone(shared), conn);
-                pooled.ready(self.caller);
-                Counters::bump(&shared.counters.acquired);
-                Some(Ok(pooled))
-            }
+            Grant::Conn(conn) if shared.ready_as_is(&conn) => Some(Ok(
+                shared.hand_out(Pooled::preparing(Arc::clone(shared), conn), self.caller)
+            )),
             grant => {
                 self.step = Step::Preparing(Box::pin(shared.make_ready(grant, since, self.caller)));
                 None
@@ -156,12 +153,14 @@ impl<M: Manager> Shared<M> {
     /// handed out as it is: not due for recycling, no pre-ping, no
     /// checkout hook (what `make_ready` would otherwise await).
     fn ready_as_is(&self, conn: &Conn<M::Connection>) -> bool {
-        !self.config.pool_pre_ping
-            && self.hooks.on_checkout.is_none()
-            && self
-                .config
-                .pool_recycle
-                .is_none_or(|r| conn.created.elapsed() < r)
+        !self.config.pool_pre_ping && self.hooks.on_checkout.is_none() && !self.due_for_recycle(conn)
+    }
+
+    /// The last step of every acquire: the connection is checked out.
+    fn hand_out(&self, mut pooled: Pooled<M>, caller: &'static Location<'static>) -> Pooled<M> {
+        pooled.ready(caller);
+        Counters::bump(&self.counters.acquired);
+        pooled
     }
 
     /// Turns a grant into a checked-out connection: revalidated or opened,
@@ -188,9 +187,7 @@ impl<M: Manager> Shared<M> {
         if let Some(hook) = &self.hooks.on_checkout {
             hook(&mut pooled.conn_mut().raw).await?;
         }
-        pooled.ready(caller);
-        Counters::bump(&self.counters.acquired);
-        Ok(pooled)
+        Ok(self.hand_out(pooled, caller))
     }
 
     /// Checks a connection taken from the idle list or handed over: recycles
@@ -203,11 +200,7 @@ impl<M: Manager> Shared<M> {
     ) -> Option<Pooled<M>> {
         // Idle and handed-over connections are always of the current
         // generation: dispose() drains the idle list and checkin() closes stale ones.
-        if self
-            .config
-            .pool_recycle
-            .is_some_and(|r| conn.created.elapsed() >= r)
-        {
+        if self.due_for_recycle(&conn) {
             self.retire(conn);
             return None;
         }

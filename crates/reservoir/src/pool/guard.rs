@@ -128,11 +128,7 @@ impl<M: Manager> Drop for Pooled<M> {
                 return;
             }
         }
-        if shared
-            .config
-            .pool_recycle
-            .is_some_and(|r| conn.created.elapsed() >= r)
-        {
+        if shared.due_for_recycle(&conn) {
             shared.discard(conn);
             return;
         }

@@ -266,6 +266,14 @@ impl<M: Manager> Shared<M> {
         }
     }
 
+    /// Whether `conn` is older than `pool_recycle` (it is then replaced
+    /// rather than handed out or kept).
+    pub fn due_for_recycle(&self, conn: &Conn<M::Connection>) -> bool {
+        self.config
+            .pool_recycle
+            .is_some_and(|r| conn.created.elapsed() >= r)
+    }
+
     /// Takes the oldest waiter off the queue, to be sent a grant once the
     /// lock is released: waking its task can take a syscall (unparking the
     /// other worker), and the other worker may be waiting for this lock. A
