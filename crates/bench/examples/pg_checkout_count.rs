@@ -10,6 +10,7 @@
 //! ```
 //!
 //! The first argument is `reservoir` (acquire + `conn.fetch_one`),
+//! `connectionless` (`engine.fetch_one`, a checkout of its own each),
 //! `pipelined` (connectionless `engine.fetch_one` with `pipeline_reads`),
 //! `deadpool` (deadpool-postgres, `prepare_cached` + `query_one`) or `raw`
 //! (8 tokio-postgres clients shared by the tasks in turn); the second
@@ -43,10 +44,13 @@ fn main() {
     rt.block_on(async move {
         let select = match who.as_str() {
             "reservoir" => reservoir_select().await,
-            "pipelined" => pipelined_select().await,
+            "connectionless" => connectionless_select(false).await,
+            "pipelined" => connectionless_select(true).await,
             "deadpool" => deadpool_select(),
             "raw" => raw_select().await,
-            other => panic!("unknown contender {other:?}: reservoir, pipelined, deadpool or raw"),
+            other => {
+                panic!("unknown contender {other:?}: reservoir, connectionless, pipelined, deadpool or raw")
+            }
         };
         let left = Arc::new(AtomicU64::new(total));
         let tasks: Vec<_> = (0..tasks)
@@ -80,8 +84,8 @@ async fn engine(pipeline_reads: bool) -> reservoir::Engine {
         .expect("engine")
 }
 
-async fn pipelined_select() -> Select {
-    let engine = engine(true).await;
+async fn connectionless_select(pipeline_reads: bool) -> Select {
+    let engine = engine(pipeline_reads).await;
     Arc::new(move |aid| {
         let engine = engine.clone();
         Box::pin(async move {

@@ -1,50 +1,8 @@
 //! Acquire + release throughput with a no-op connection: Reservoir's pool
 //! against deadpool (managed) and bb8.
 
-use std::convert::Infallible;
-
 use crate::harness::{Contender, Row, interleaved, print_table, runtime};
-
-struct Noop;
-
-impl reservoir::pool::Manager for Noop {
-    type Connection = ();
-    async fn connect(&self) -> reservoir::Result<()> {
-        Ok(())
-    }
-    async fn ping(&self, _: &mut ()) -> reservoir::Result<()> {
-        Ok(())
-    }
-}
-
-impl deadpool::managed::Manager for Noop {
-    type Type = ();
-    type Error = Infallible;
-    async fn create(&self) -> Result<(), Infallible> {
-        Ok(())
-    }
-    async fn recycle(
-        &self,
-        _: &mut (),
-        _: &deadpool::managed::Metrics,
-    ) -> deadpool::managed::RecycleResult<Infallible> {
-        Ok(())
-    }
-}
-
-impl bb8::ManageConnection for Noop {
-    type Connection = ();
-    type Error = Infallible;
-    async fn connect(&self) -> Result<(), Infallible> {
-        Ok(())
-    }
-    async fn is_valid(&self, _: &mut ()) -> Result<(), Infallible> {
-        Ok(())
-    }
-    fn has_broken(&self, _: &mut ()) -> bool {
-        false
-    }
-}
+use reservoir_bench::noop::Noop;
 
 pub fn run() {
     let rt = runtime();

@@ -901,3 +901,38 @@ async fn a_hot_acquire_loop_does_not_starve_timers() {
     }
     assert!(slept < Duration::from_secs(2), "the timer fired after {slept:?}");
 }
+
+/// Acquires from many worker threads at once are all counted.
+#[test]
+fn counters_add_up_over_every_thread() {
+    let script = Script::default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(12)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool = builder(&script, 4, 0).max_waiting(None).build().await.unwrap();
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    for _ in 0..100 {
+                        let conn = pool.acquire().await.unwrap();
+                        tokio::task::yield_now().await;
+                        drop(conn);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let stats = pool.stats();
+        assert_eq!(stats.acquired, 6400);
+        assert_eq!(stats.created, 4);
+        assert!(stats.waited > 0 && stats.waited <= 6400, "{stats:?}");
+        assert!(stats.wait_time > Duration::ZERO, "{stats:?}");
+        assert_eq!((stats.timed_out, stats.rejected, stats.broken), (0, 0, 0));
+    });
+}

@@ -1,0 +1,4 @@
+//! What the comparison harness (`main.rs`) and the counting examples
+//! (`examples/`) share.
+
+pub mod noop;
