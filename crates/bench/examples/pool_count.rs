@@ -12,62 +12,43 @@
 //! ```
 //!
 //! Arguments: `reservoir`, `deadpool` or `bb8`; the number of acquires
-//! (1,000,000), split evenly over the tasks; the number of tasks (512);
+//! (1,000,000), split over the tasks; the number of tasks (512);
 //! the pool size (16).
 
 use std::sync::Arc;
 
-use reservoir_bench::noop::Noop;
+use reservoir_bench::noop::pools;
 
 type Cycle = Arc<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let who = args.next().unwrap_or_else(|| "reservoir".into());
-    let mut number = |default: u64| args.next().and_then(|n| n.parse().ok()).unwrap_or(default);
-    let (total, tasks, slots) = (number(1_000_000), number(512), number(16));
+    let mut number = |default: usize| args.next().and_then(|n| n.parse().ok()).unwrap_or(default);
+    let (total, tasks, slots) = (number(1_000_000), number(512).max(1), number(16));
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(
-            std::env::var("WORKERS")
-                .ok()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(2),
-        )
+        .worker_threads(env_number("WORKERS", 2))
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async move {
         let cycle: Cycle = match who.as_str() {
             "reservoir" => {
-                let pool = reservoir::pool::Pool::builder(Noop)
-                    .pool_size(slots as usize)
-                    .max_overflow(0)
-                    .max_waiting(None)
-                    .build()
-                    .await
-                    .expect("reservoir pool");
+                let pool = pools::reservoir(slots).await;
                 Arc::new(move || {
                     let pool = pool.clone();
                     Box::pin(async move { drop(pool.acquire().await.expect("acquire")) })
                 })
             }
             "deadpool" => {
-                let pool = deadpool::managed::Pool::<Noop>::builder(Noop)
-                    .max_size(slots as usize)
-                    .build()
-                    .expect("deadpool");
+                let pool = pools::deadpool(slots);
                 Arc::new(move || {
                     let pool = pool.clone();
                     Box::pin(async move { drop(pool.get().await.expect("get")) })
                 })
             }
             "bb8" => {
-                let pool = bb8::Pool::builder()
-                    .max_size(slots as u32)
-                    .test_on_check_out(false)
-                    .build(Noop)
-                    .await
-                    .expect("bb8");
+                let pool = pools::bb8(slots).await;
                 Arc::new(move || {
                     let pool = pool.clone();
                     Box::pin(async move { drop(pool.get().await.expect("get")) })
@@ -75,19 +56,18 @@ fn main() {
             }
             other => panic!("unknown contender {other:?}: reservoir, deadpool or bb8"),
         };
-        let repeat: u32 = std::env::var("REPEAT")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(1);
-        for _ in 0..repeat {
+        for _ in 0..env_number("REPEAT", 1) {
             // Each task its share, counted locally: a shared countdown would
             // be one more contended cache line, the same for every pool.
             let started = std::time::Instant::now();
             let handles: Vec<_> = (0..tasks)
-                .map(|_| {
+                .map(|t| {
                     let cycle = Arc::clone(&cycle);
+                    // The first `total % tasks` tasks take one more, so that
+                    // exactly `total` acquires run.
+                    let share = total / tasks + usize::from(t < total % tasks);
                     tokio::spawn(async move {
-                        for _ in 0..total / tasks {
+                        for _ in 0..share {
                             cycle().await;
                         }
                     })
@@ -99,4 +79,12 @@ fn main() {
             eprintln!("{:.2}", started.elapsed().as_secs_f64());
         }
     });
+}
+
+/// A number from the environment variable `name`, else `default`.
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
 }

@@ -1,5 +1,5 @@
-//! A connection that does nothing, managed for each pool compared: the
-//! pool benchmarks measure acquire and release alone.
+//! A connection that does nothing, managed for each pool compared, and the
+//! three pools set up alike: the pool benchmarks measure acquire and release alone.
 
 use std::convert::Infallible;
 
@@ -42,5 +42,39 @@ impl bb8::ManageConnection for Noop {
     }
     fn has_broken(&self, _: &mut ()) -> bool {
         false
+    }
+}
+
+/// The three pools the pool benchmarks compare, set up alike: `slots`
+/// connections at most, no overflow, no bound on waiting acquires, no
+/// check on checkout.
+pub mod pools {
+    use super::Noop;
+
+    pub async fn reservoir(slots: usize) -> reservoir::pool::Pool<Noop> {
+        reservoir::pool::Pool::builder(Noop)
+            .pool_size(slots)
+            .max_overflow(0)
+            .max_waiting(None)
+            .build()
+            .await
+            .expect("reservoir pool")
+    }
+
+    pub fn deadpool(slots: usize) -> deadpool::managed::Pool<Noop> {
+        deadpool::managed::Pool::<Noop>::builder(Noop)
+            .max_size(slots)
+            .build()
+            .expect("deadpool")
+    }
+
+    pub async fn bb8(slots: usize) -> bb8::Pool<Noop> {
+        let slots = u32::try_from(slots).expect("a pool size that fits u32");
+        bb8::Pool::builder()
+            .max_size(slots)
+            .test_on_check_out(false)
+            .build(Noop)
+            .await
+            .expect("bb8")
     }
 }

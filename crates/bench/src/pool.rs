@@ -2,7 +2,7 @@
 //! against deadpool (managed) and bb8.
 
 use crate::harness::{Contender, Row, interleaved, print_table, runtime};
-use reservoir_bench::noop::Noop;
+use reservoir_bench::noop::pools;
 
 pub fn run() {
     let rt = runtime();
@@ -19,23 +19,9 @@ pub fn run() {
 }
 
 async fn case(tasks: usize, slots: usize) -> (Vec<Row>, Vec<Row>) {
-    let ours = reservoir::pool::Pool::builder(Noop)
-        .pool_size(slots)
-        .max_overflow(0)
-        .max_waiting(None)
-        .build()
-        .await
-        .expect("reservoir pool");
-    let dp = deadpool::managed::Pool::<Noop>::builder(Noop)
-        .max_size(slots)
-        .build()
-        .expect("deadpool");
-    let b = bb8::Pool::builder()
-        .max_size(slots as u32)
-        .test_on_check_out(false)
-        .build(Noop)
-        .await
-        .expect("bb8");
+    let ours = pools::reservoir(slots).await;
+    let dp = pools::deadpool(slots);
+    let b = pools::bb8(slots).await;
     let contenders = [
         Contender::looping("reservoir", true, tasks, move || {
             let pool = ours.clone();
