@@ -25,6 +25,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const SETTLE: Duration = Duration::from_secs(5);
 
 /// Cancels the statement running on one connection.
+#[derive(Clone)]
 pub(super) struct PgCancel {
     pub(super) token: CancelToken,
     pub(super) tls: Option<MakeRustlsConnect>,
@@ -78,10 +79,23 @@ impl PgCancel {
 }
 
 impl Interrupt for PgCancel {
+    /// Sent from a task of its own, so that it is sent whole even when the
+    /// future awaiting it is dropped: a request cut off half way leaves the
+    /// statement running, and PgBouncer 1.18 aborts when a cancel client
+    /// hangs up while it is still forwarding the request.
     fn interrupt(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            if let Err(error) = self.send().await {
+        let cancel = self.clone();
+        let send = async move {
+            if let Err(error) = cancel.send().await {
                 tracing::debug!(%error, "cancel request failed");
+            }
+        };
+        Box::pin(async move {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    let _ = runtime.spawn(send).await;
+                }
+                Err(_) => send.await,
             }
         })
     }
