@@ -19,6 +19,8 @@ per_dialect!(
     bulk_loads_dropped_anywhere_keep_all_or_nothing,
     a_cursor_dropped_anywhere_frees_its_connection,
     pipelined_reads_dropped_anywhere_leave_no_answer_behind,
+    contextual_transactions_dropped_anywhere_keep_all_or_nothing,
+    lazy_reused_checkouts_dropped_anywhere_leave_nothing_behind,
 );
 
 /// Polls `op` as an executor would, but drops it at its `n`-th await
@@ -88,6 +90,7 @@ async fn healthy(db: &Db, engine: &Engine, probe: usize) {
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    assert_eq!(engine.context_tasks(), 0, "a task stack outlived its connections");
     let n = 2 + probe % 7;
     let mut conn = engine.acquire().await.unwrap();
     let rows = conn.fetch_all(&db.series(n as u64), ()).await.unwrap();
@@ -277,6 +280,85 @@ async fn pipelined_reads_dropped_anywhere_leave_no_answer_behind(db: Db) {
         async |_| {
             let reads = futures_util::future::join_all((1..=16).map(|i| read(i * 7)));
             reads.await.into_iter().collect()
+        },
+        async |run| healthy(&db, &engine, run).await,
+    )
+    .await;
+    assert!(points >= 1, "never dropped: the first poll finished");
+}
+
+/// `engine.begin()` and connectionless statements that join the task's
+/// transaction (one connection: a statement that did not join would wait
+/// for it until `pool_timeout`).
+async fn contextual_transactions_dropped_anywhere_keep_all_or_nothing(db: Db) {
+    let engine = one_connection_engine(&db).await;
+    let t = common::fresh_table(&db, &engine, "cancel_ctx", "id INTEGER PRIMARY KEY").await;
+    let insert = format!("INSERT INTO {t} (id) VALUES (:id)");
+    let points = at_every_await_point(
+        async |run| {
+            let base = 10 * run as i64;
+            let tx = engine.begin().await?;
+            engine.execute(&insert, params! {"id" => base}).await?;
+            {
+                let savepoint = engine.begin().await?;
+                engine.execute(&insert, params! {"id" => base + 5}).await?;
+                drop(savepoint);
+            }
+            engine.execute(&insert, params! {"id" => base + 1}).await?;
+            tx.commit().await
+        },
+        async |run| {
+            healthy(&db, &engine, run).await;
+            let base = 10 * run as i64;
+            let kept: Vec<i64> = ids_in(&engine, &t)
+                .await
+                .into_iter()
+                .filter(|id| id / 10 == run as i64)
+                .collect();
+            assert!(
+                kept.is_empty() || kept == [base, base + 1],
+                "dropped at point {run}, the transaction left {kept:?}"
+            );
+        },
+    )
+    .await;
+    assert!(points >= 1, "never dropped: the first poll finished");
+    let ids = ids_in(&engine, &t).await;
+    assert!(
+        ids.iter().all(|id| id % 10 != 5),
+        "a dropped savepoint's row was kept: {ids:?}"
+    );
+    assert_eq!(
+        ids.iter().filter(|id| *id / 10 == points as i64).count(),
+        2,
+        "{ids:?}"
+    );
+}
+
+/// A lazy connection, a reuser that checks it out (with `pool_pre_ping`,
+/// one more await in the checkout), and statements on both.
+async fn lazy_reused_checkouts_dropped_anywhere_leave_nothing_behind(db: Db) {
+    let engine = db
+        .builder()
+        .pool_size(1)
+        .max_overflow(0)
+        .pool_pre_ping(true)
+        .pool_timeout(Duration::from_secs(20))
+        .build()
+        .await
+        .unwrap();
+    let echo = format!("SELECT {} AS n", db.typed("n", "BIGINT"));
+    let points = at_every_await_point(
+        async |run| {
+            let mut root = engine.acquire().lazy(true).await?;
+            let mut reuser = engine.acquire().reuse(true).await?;
+            let n: i64 = reuser.fetch_scalar(&echo, params! {"n" => run as i64}).await?;
+            assert_eq!(n, run as i64);
+            assert_eq!(root.id(), reuser.id(), "one checkout for the chain");
+            drop(reuser);
+            let n: i64 = root.fetch_scalar(&echo, params! {"n" => run as i64 + 1}).await?;
+            assert_eq!(n, run as i64 + 1);
+            Ok(())
         },
         async |run| healthy(&db, &engine, run).await,
     )
