@@ -120,6 +120,32 @@ async fn ids_in(engine: &Engine, table: &str) -> Vec<i64> {
     common::ids(&rows)
 }
 
+/// Run `run` of a transaction test (ids `10 * run + 0, 1`, and `+ 5` in a
+/// savepoint that is rolled back) kept both of its rows or neither.
+async fn assert_run_all_or_nothing(engine: &Engine, table: &str, run: usize) {
+    let base = 10 * run as i64;
+    let kept: Vec<i64> = ids_in(engine, table)
+        .await
+        .into_iter()
+        .filter(|id| id / 10 == run as i64)
+        .collect();
+    assert!(
+        kept.is_empty() || kept == [base, base + 1],
+        "dropped at point {run}, the transaction left {kept:?}"
+    );
+}
+
+/// No savepoint's row was ever kept, and the run that finished (`last`) kept both of its rows.
+async fn assert_savepoints_undone_and_last_run_kept(engine: &Engine, table: &str, last: usize) {
+    let ids = ids_in(engine, table).await;
+    assert!(
+        ids.iter().all(|id| id % 10 != 5),
+        "a savepoint's row was kept: {ids:?}"
+    );
+    let kept = ids.iter().filter(|id| **id / 10 == last as i64).count();
+    assert_eq!(kept, 2, "the finished run kept {kept} rows: {ids:?}");
+}
+
 async fn a_transaction_dropped_anywhere_keeps_all_or_nothing(db: Db) {
     let engine = one_connection_engine(&db).await;
     let t = common::fresh_table(&db, &engine, "cancel_tx", "id INTEGER PRIMARY KEY, v INTEGER").await;
@@ -141,28 +167,12 @@ async fn a_transaction_dropped_anywhere_keeps_all_or_nothing(db: Db) {
         },
         async |run| {
             healthy(&db, &engine, run).await;
-            let base = 10 * run as i64;
-            let ids = ids_in(&engine, &t).await;
-            let kept: Vec<i64> = ids.iter().copied().filter(|id| id / 10 == run as i64).collect();
-            assert!(
-                kept.is_empty() || kept == [base, base + 1],
-                "dropped at point {run}, the transaction left {kept:?}"
-            );
+            assert_run_all_or_nothing(&engine, &t, run).await;
         },
     )
     .await;
     assert!(points >= 1, "never dropped: the first poll finished");
-    let ids = ids_in(&engine, &t).await;
-    assert!(
-        ids.iter().all(|id| id % 10 != 5),
-        "a rolled-back savepoint's row was kept: {ids:?}"
-    );
-    let last = 10 * points as i64;
-    assert_eq!(
-        ids.iter().filter(|id| *id / 10 == points as i64).count(),
-        2,
-        "{ids:?} ({last})"
-    );
+    assert_savepoints_undone_and_last_run_kept(&engine, &t, points).await;
 }
 
 async fn reads_dropped_anywhere_leave_no_answer_behind(db: Db) {
@@ -309,30 +319,12 @@ async fn contextual_transactions_dropped_anywhere_keep_all_or_nothing(db: Db) {
         },
         async |run| {
             healthy(&db, &engine, run).await;
-            let base = 10 * run as i64;
-            let kept: Vec<i64> = ids_in(&engine, &t)
-                .await
-                .into_iter()
-                .filter(|id| id / 10 == run as i64)
-                .collect();
-            assert!(
-                kept.is_empty() || kept == [base, base + 1],
-                "dropped at point {run}, the transaction left {kept:?}"
-            );
+            assert_run_all_or_nothing(&engine, &t, run).await;
         },
     )
     .await;
     assert!(points >= 1, "never dropped: the first poll finished");
-    let ids = ids_in(&engine, &t).await;
-    assert!(
-        ids.iter().all(|id| id % 10 != 5),
-        "a dropped savepoint's row was kept: {ids:?}"
-    );
-    assert_eq!(
-        ids.iter().filter(|id| *id / 10 == points as i64).count(),
-        2,
-        "{ids:?}"
-    );
+    assert_savepoints_undone_and_last_run_kept(&engine, &t, points).await;
 }
 
 /// A lazy connection, a reuser that checks it out (with `pool_pre_ping`,
