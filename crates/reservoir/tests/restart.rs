@@ -6,9 +6,12 @@
 mod common;
 
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use common::Db;
+use reservoir::{Engine, ErrorKind, params};
 
 fn run(program: &str, args: &[&str]) -> bool {
     Command::new(program)
@@ -60,12 +63,14 @@ fn restart_mariadb() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_serves_again_after_a_restart() {
     serves_again_after_a_restart(Db::postgres(), restart_postgres).await;
+    survives_a_restart_under_load(Db::postgres(), restart_postgres).await;
 }
 
 #[cfg(feature = "mysql")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_serves_again_after_a_restart() {
     serves_again_after_a_restart(Db::mysql(), restart_mariadb).await;
+    survives_a_restart_under_load(Db::mysql(), restart_mariadb).await;
 }
 
 async fn serves_again_after_a_restart(db: Db, restart: fn()) {
@@ -112,4 +117,89 @@ async fn serves_again_after_a_restart(db: Db, restart: fn()) {
     );
     assert_eq!(plain.fetch_scalar::<i64>("SELECT 8", ()).await.unwrap(), 8);
     assert!(plain.stats().broken >= failures);
+}
+
+/// Tasks running statements without pause through a restart, with each
+/// checkout and with `pipeline_reads`: every statement either returns its
+/// own answer or fails as a lost connection (or, while the server is down,
+/// a failed connect); none hangs; once the server is back every task is
+/// served again, and every connection comes back to the pool.
+async fn survives_a_restart_under_load(db: Db, restart: fn()) {
+    const TASKS: usize = 16;
+    for pipeline_reads in [false, true] {
+        let engine = db
+            .builder()
+            .pool_size(4)
+            .max_overflow(0)
+            .max_waiting(None)
+            .pipeline_reads(pipeline_reads)
+            .build()
+            .await
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let served: Arc<Vec<AtomicU64>> = Arc::new((0..TASKS).map(|_| AtomicU64::new(0)).collect());
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let (db, engine, stop, served) = (db, engine.clone(), Arc::clone(&stop), Arc::clone(&served));
+                tokio::spawn(async move { keep_querying(&db, &engine, &stop, &served[t], t).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::task::spawn_blocking(restart).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while engine.fetch_scalar::<i64>("SELECT 1", ()).await.is_err() {
+            assert!(Instant::now() < deadline, "the engine never served again");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let before: Vec<u64> = served.iter().map(|n| n.load(SeqCst)).collect();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for (t, n) in served.iter().enumerate() {
+            assert!(
+                n.load(SeqCst) > before[t],
+                "task {t} was not served after the restart (pipeline_reads: {pipeline_reads})"
+            );
+        }
+        stop.store(true, SeqCst);
+        let mut failed = 0;
+        for task in tasks {
+            failed += tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("a statement hung after the restart")
+                .unwrap();
+        }
+        assert!(
+            failed > 0,
+            "no statement saw the restart: the test did not restart anything"
+        );
+        let status = engine.status();
+        assert_eq!(status.in_use, 0, "{status:?}");
+    }
+}
+
+/// Runs statements until `stop`, counting answers in `served`; returns how
+/// many failed (each one as the restart explains).
+async fn keep_querying(db: &Db, engine: &Engine, stop: &AtomicBool, served: &AtomicU64, task: usize) -> u64 {
+    let echo = format!("SELECT {} AS n", db.typed("n", "BIGINT"));
+    let mut failed = 0;
+    for i in 0.. {
+        if stop.load(SeqCst) {
+            break;
+        }
+        let n = (task * 1_000_000 + i) as i64;
+        match engine.fetch_scalar::<i64>(&echo, params! {"n" => n}).await {
+            Ok(got) => {
+                assert_eq!(got, n, "task {task} got another statement's answer");
+                served.fetch_add(1, SeqCst);
+            }
+            Err(e) => {
+                assert!(
+                    e.is_disconnect() || e.kind() == &ErrorKind::Connect,
+                    "task {task}: {e:?}"
+                );
+                failed += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    failed
 }
