@@ -46,7 +46,12 @@ const MAX_POINTS: usize = 1000;
 
 /// Runs `op(run)` dropped at await point 0, 1, 2, ... until a run
 /// finishes (which must succeed), calling `after_drop(run)` after each
-/// dropped run. Returns how many await points were tried.
+/// dropped run. Returns how many runs were dropped. How many await points
+/// an operation reaches depends on timing: an answer that is already there
+/// when its statement first looks costs no await (SQLite's connection
+/// thread often answers that fast, a server on loopback sometimes). So run
+/// `n` drops at its own `n`-th await point, and the first run that
+/// finishes ends the loop.
 async fn at_every_await_point(
     mut op: impl AsyncFnMut(usize) -> reservoir::Result<()>,
     mut after_drop: impl AsyncFnMut(usize),
@@ -171,13 +176,12 @@ async fn a_transaction_dropped_anywhere_keeps_all_or_nothing(db: Db) {
         },
     )
     .await;
-    assert!(points >= 1, "never dropped: the first poll finished");
     assert_savepoints_undone_and_last_run_kept(&engine, &t, points).await;
 }
 
 async fn reads_dropped_anywhere_leave_no_answer_behind(db: Db) {
     let engine = one_connection_engine(&db).await;
-    let points = at_every_await_point(
+    at_every_await_point(
         async |run| {
             let mut conn = engine.acquire().await?;
             let all = conn.fetch_all(&db.series(3000), ()).await?;
@@ -204,7 +208,6 @@ async fn reads_dropped_anywhere_leave_no_answer_behind(db: Db) {
         async |run| healthy(&db, &engine, run).await,
     )
     .await;
-    assert!(points >= 1, "never dropped: the first poll finished");
 }
 
 async fn bulk_loads_dropped_anywhere_keep_all_or_nothing(db: Db) {
@@ -248,7 +251,6 @@ async fn bulk_loads_dropped_anywhere_keep_all_or_nothing(db: Db) {
         },
     )
     .await;
-    assert!(points >= 1, "never dropped: the first poll finished");
     let ids = ids_in(&engine, &t).await;
     let last = 1000 * points as i64;
     assert_eq!(ids.iter().filter(|id| **id >= last).count() as i64, 2 * BATCH);
@@ -256,7 +258,7 @@ async fn bulk_loads_dropped_anywhere_keep_all_or_nothing(db: Db) {
 
 async fn a_cursor_dropped_anywhere_frees_its_connection(db: Db) {
     let engine = one_connection_engine(&db).await;
-    let points = at_every_await_point(
+    at_every_await_point(
         async |_| {
             let mut conn = engine.acquire().await?;
             let mut tx = conn.begin().await?;
@@ -270,7 +272,6 @@ async fn a_cursor_dropped_anywhere_frees_its_connection(db: Db) {
         async |run| healthy(&db, &engine, run).await,
     )
     .await;
-    assert!(points >= 1, "never dropped: the first poll finished");
 }
 
 /// Many reads at once on two connections, so that reads share them
@@ -286,7 +287,7 @@ async fn pipelined_reads_dropped_anywhere_leave_no_answer_behind(db: Db) {
             reservoir::Result::Ok(())
         }
     };
-    let points = at_every_await_point(
+    at_every_await_point(
         async |_| {
             let reads = futures_util::future::join_all((1..=16).map(|i| read(i * 7)));
             reads.await.into_iter().collect()
@@ -294,7 +295,6 @@ async fn pipelined_reads_dropped_anywhere_leave_no_answer_behind(db: Db) {
         async |run| healthy(&db, &engine, run).await,
     )
     .await;
-    assert!(points >= 1, "never dropped: the first poll finished");
 }
 
 /// `engine.begin()` and connectionless statements that join the task's
@@ -323,7 +323,6 @@ async fn contextual_transactions_dropped_anywhere_keep_all_or_nothing(db: Db) {
         },
     )
     .await;
-    assert!(points >= 1, "never dropped: the first poll finished");
     assert_savepoints_undone_and_last_run_kept(&engine, &t, points).await;
 }
 
@@ -340,7 +339,7 @@ async fn lazy_reused_checkouts_dropped_anywhere_leave_nothing_behind(db: Db) {
         .await
         .unwrap();
     let echo = format!("SELECT {} AS n", db.typed("n", "BIGINT"));
-    let points = at_every_await_point(
+    at_every_await_point(
         async |run| {
             let mut root = engine.acquire().lazy(true).await?;
             let mut reuser = engine.acquire().reuse(true).await?;
@@ -355,5 +354,4 @@ async fn lazy_reused_checkouts_dropped_anywhere_leave_nothing_behind(db: Db) {
         async |run| healthy(&db, &engine, run).await,
     )
     .await;
-    assert!(points >= 1, "never dropped: the first poll finished");
 }
