@@ -2,6 +2,7 @@
 //! by the application. Alone in its test binary: cargo runs test binaries
 //! one after another, so restarting a shared server here disturbs no other
 //! test (the two tests restart different servers).
+#![cfg(any(feature = "postgres", feature = "mysql"))]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! `dispose()`, `invalidate()`, and when the last `Engine` is dropped
 //! without `close()`. Checked on the server, by session id, for each
 //! dialect with a server.
+#![cfg(any(feature = "postgres", feature = "mysql"))]
 
 mod common;
 
