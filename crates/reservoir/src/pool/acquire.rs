@@ -191,7 +191,8 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Checks a connection taken from the idle list or handed over: recycles
-    /// it when too old, pings it when `pool_pre_ping` is on. `None` means it
+    /// it when too old, closes it when broken (the manager says so without
+    /// a round trip), pings it when `pool_pre_ping` is on. `None` means it
     /// was closed and its slot is the caller's to open a new one in.
     async fn revalidate(
         self: &Arc<Self>,
@@ -201,6 +202,12 @@ impl<M: Manager> Shared<M> {
         // Idle and handed-over connections are always of the current
         // generation: dispose() drains the idle list and checkin() closes stale ones.
         if self.due_for_recycle(&conn) {
+            self.retire(conn);
+            return None;
+        }
+        if self.manager.is_broken(&conn.raw) {
+            // Broke while idle (its I/O ended): replaced without a ping.
+            Counters::bump(&self.counters.broken);
             self.retire(conn);
             return None;
         }

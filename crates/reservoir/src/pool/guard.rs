@@ -141,14 +141,16 @@ impl<M: Manager> Drop for Pooled<M> {
 }
 
 /// Resets a returned connection on a task of its own (Drop cannot await).
-/// If that task is dropped mid-reset, the guard inside discards the connection.
+/// The guard is made before the task, so that a task dropped mid-reset, or
+/// before it ever ran (spawned on a runtime that is shutting down), still
+/// discards the connection and frees its slot.
 fn reset_then_checkin<M: Manager>(shared: Arc<Shared<M>>, conn: Conn<M::Connection>) {
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
         shared.discard(conn);
         return;
     };
+    let mut guard = Pooled::preparing(Arc::clone(&shared), conn);
     handle.spawn(async move {
-        let mut guard = Pooled::preparing(Arc::clone(&shared), conn);
         match shared.manager.reset(&mut guard.conn_mut().raw).await {
             Ok(()) => shared.checkin(guard.into_conn()),
             Err(error) => tracing::debug!(%error, "reset on return failed; closing the connection"),

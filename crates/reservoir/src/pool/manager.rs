@@ -41,7 +41,8 @@ pub trait Manager: Send + Sync + 'static {
     /// Checks that an idle connection still works (used by `pool_pre_ping`).
     fn ping(&self, conn: &mut Self::Connection) -> impl Future<Output = Result<()>> + Send;
 
-    /// Cheap, synchronous check on return: a broken connection is discarded.
+    /// Cheap, synchronous check on return and on checkout: a broken
+    /// connection is discarded (on checkout, replaced without a ping).
     fn is_broken(&self, _conn: &Self::Connection) -> bool {
         false
     }

@@ -66,8 +66,8 @@ impl Io {
             }),
             closed: AtomicBool::new(false),
         });
-        let background = Arc::clone(&io);
-        tokio::spawn(std::future::poll_fn(move |cx| background.poll_between(cx)));
+        let background = Background(Arc::clone(&io));
+        tokio::spawn(std::future::poll_fn(move |cx| background.0.poll_between(cx)));
         io
     }
 
@@ -115,6 +115,19 @@ impl Io {
         if let Some(background) = state.background.take() {
             background.wake();
         }
+    }
+}
+
+/// The background task's hold on the I/O. Dropped with the task: when the
+/// connection has ended, or when the task's runtime shuts down first. The
+/// socket belongs to that runtime, so in the latter case nothing can poll
+/// the I/O again: it counts as ended, and the pool discards the connection
+/// instead of handing out one whose statements would never be answered.
+struct Background(Arc<Io>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.0.closed.store(true, SeqCst);
     }
 }
 

@@ -182,6 +182,14 @@ impl PgConnection {
     /// dropped (so the next one does not wait for it to finish), then run
     /// queued statements.
     async fn flush_queued(&mut self) -> Result<()> {
+        if self.io.is_closed() {
+            // Nothing polls the socket any more (see `io::Background`): a
+            // request sent now would never be answered.
+            return Err(Error::new(
+                ErrorKind::Disconnected,
+                "connection lost: its I/O has ended (server gone, or its runtime shut down)",
+            ));
+        }
         if !self.dirty.load(SeqCst) && self.queued.is_empty() {
             return Ok(());
         }
