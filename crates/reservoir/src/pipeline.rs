@@ -183,8 +183,10 @@ impl Pipeline {
             match turn.await {
                 Ok(result) => result,
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                // The runtime is shutting down.
-                Err(_) => Err(Error::pool_closed()),
+                Err(_) => Err(Error::new(
+                    crate::error::ErrorKind::PoolClosed,
+                    "the runtime is shutting down: the read's task was stopped",
+                )),
             }
         };
         if let Some(started) = started {

@@ -150,10 +150,13 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Whether a connection from the idle list or from a releaser can be
-    /// handed out as it is: not due for recycling, no pre-ping, no
-    /// checkout hook (what `make_ready` would otherwise await).
+    /// handed out as it is: not due for recycling, not broken, no pre-ping,
+    /// no checkout hook (what `make_ready` would otherwise await).
     fn ready_as_is(&self, conn: &Conn<M::Connection>) -> bool {
-        !self.config.pool_pre_ping && self.hooks.on_checkout.is_none() && !self.due_for_recycle(conn)
+        !self.config.pool_pre_ping
+            && self.hooks.on_checkout.is_none()
+            && !self.due_for_recycle(conn)
+            && !self.manager.is_broken(&conn.raw)
     }
 
     /// The last step of every acquire: the connection is checked out.
