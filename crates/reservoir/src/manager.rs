@@ -26,6 +26,11 @@ impl Manager for DriverManager {
         conn.is_broken()
     }
 
+    /// Sockets are (PostgreSQL, MySQL); SQLite's connections run on threads of their own.
+    fn runtime_bound(&self) -> bool {
+        !matches!(self.driver.dialect(), crate::Dialect::Sqlite)
+    }
+
     fn needs_reset(&self, conn: &Self::Connection) -> bool {
         conn.in_transaction()
     }

@@ -143,3 +143,52 @@ fn a_runtime_shut_down_mid_work_panics_nothing_and_loses_no_connection() {
     let _ = std::panic::take_hook();
     assert_eq!(panics.load(SeqCst), 0, "something panicked (reported above)");
 }
+
+/// One engine used from one runtime after another, as a `static` engine
+/// is by `#[tokio::test]`s (each has a runtime of its own): connections
+/// opened on a runtime that has ended are replaced unused, so no caller
+/// sees an error. SQLite's connections run on threads of their own and
+/// are kept.
+#[test]
+fn an_engine_outlives_the_runtimes_that_used_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for (db, url) in dialects(dir.path()) {
+        let engine = runtime().block_on(async {
+            Engine::builder(url.as_str())
+                .pool_size(3)
+                .max_overflow(0)
+                .build()
+                .await
+                .unwrap()
+        });
+        let echo = format!("SELECT {} AS n", db.typed("n", "BIGINT"));
+        for round in 0..3i64 {
+            runtime().block_on(async {
+                // Three connections at once, so that every idle one is used.
+                let mut held = Vec::new();
+                for n in 0..3 {
+                    let mut conn = engine.acquire().await.unwrap();
+                    let got: i64 = conn
+                        .fetch_scalar(&echo, params! {"n" => round * 10 + n})
+                        .await
+                        .unwrap_or_else(|e| panic!("{} round {round}: {e:?}", db.label()));
+                    assert_eq!(got, round * 10 + n);
+                    held.push(conn);
+                }
+            });
+        }
+        // Rounds 1 and 2 found the three of the round before them dead (and
+        // round 0 any that `build()` opened).
+        let replaced = engine.stats().broken;
+        if db.dialect == reservoir::Dialect::Sqlite {
+            assert_eq!(replaced, 0, "sqlite: connections replaced");
+        } else {
+            assert!(
+                replaced >= 6,
+                "{}: only {replaced} connections replaced",
+                db.label()
+            );
+        }
+        runtime().block_on(engine.close());
+    }
+}

@@ -157,6 +157,7 @@ impl<M: Manager> Shared<M> {
             && self.hooks.on_checkout.is_none()
             && !self.due_for_recycle(conn)
             && !self.manager.is_broken(&conn.raw)
+            && !conn.runtime_gone()
     }
 
     /// The last step of every acquire: the connection is checked out.
@@ -208,8 +209,8 @@ impl<M: Manager> Shared<M> {
             self.retire(conn);
             return None;
         }
-        if self.manager.is_broken(&conn.raw) {
-            // Broke while idle (its I/O ended): replaced without a ping.
+        if self.manager.is_broken(&conn.raw) || conn.runtime_gone() {
+            // Broke while idle (its I/O ended, or its runtime did): replaced without a ping.
             Counters::bump(&self.counters.broken);
             self.retire(conn);
             return None;
@@ -252,6 +253,11 @@ impl<M: Manager> Shared<M> {
             id: self.next_conn_id(),
             created: Instant::now(),
             generation: self.generation(),
+            runtime: if self.manager.runtime_bound() {
+                self.runtimes.current()
+            } else {
+                None
+            },
             raw,
         };
         Counters::bump(&self.counters.created);

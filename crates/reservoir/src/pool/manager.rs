@@ -41,6 +41,13 @@ pub trait Manager: Send + Sync + 'static {
     /// Checks that an idle connection still works (used by `pool_pre_ping`).
     fn ping(&self, conn: &mut Self::Connection) -> impl Future<Output = Result<()>> + Send;
 
+    /// Whether a connection's I/O belongs to the tokio runtime it was
+    /// opened on (its sockets are registered with that runtime's reactor).
+    /// If so, the pool replaces it unused once that runtime has shut down.
+    fn runtime_bound(&self) -> bool {
+        false
+    }
+
     /// Cheap, synchronous check on return and on checkout: a broken
     /// connection is discarded (on checkout, replaced without a ping).
     fn is_broken(&self, _conn: &Self::Connection) -> bool {

@@ -16,6 +16,7 @@ mod expiry;
 mod guard;
 mod maintenance;
 mod manager;
+mod runtimes;
 mod shared;
 mod status;
 

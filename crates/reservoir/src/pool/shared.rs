@@ -24,6 +24,17 @@ pub(crate) struct Conn<C> {
     pub created: Instant,
     /// Connections from before the last `dispose()` are closed on return.
     pub generation: u64,
+    /// The runtime its sockets belong to (`None`: not bound to one).
+    pub runtime: Option<super::runtimes::RuntimeToken>,
+}
+
+impl<C> Conn<C> {
+    /// Its sockets belonged to a runtime that has shut down.
+    pub fn runtime_gone(&self) -> bool {
+        self.runtime
+            .as_ref()
+            .is_some_and(|token| !super::runtimes::is_alive(token))
+    }
 }
 
 struct Idle<C> {
@@ -103,6 +114,8 @@ pub(crate) struct Shared<M: Manager> {
     next_conn_id: AtomicU64,
     /// Signalled when the last connection of a closed pool is gone.
     drained: Notify,
+    /// The runtimes connections were opened on (see `runtimes`).
+    pub runtimes: super::runtimes::Runtimes,
 }
 
 impl<M: Manager> Shared<M> {
@@ -123,6 +136,7 @@ impl<M: Manager> Shared<M> {
                 interrupts: HashMap::new(),
                 watcher: Watcher::NotStarted,
             })),
+            runtimes: Default::default(),
             waiting: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             next_conn_id: AtomicU64::new(1),
