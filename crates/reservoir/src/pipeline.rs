@@ -29,7 +29,7 @@ use std::time::Instant;
 use crate::connection::{log_statement, statements_logged};
 use crate::driver::SharedReader;
 use crate::engine::EngineInner;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::manager::DriverManager;
 use crate::pool::Pooled;
 use crate::row::Row;
@@ -184,7 +184,7 @@ impl Pipeline {
                 Ok(result) => result,
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 Err(_) => Err(Error::new(
-                    crate::error::ErrorKind::PoolClosed,
+                    ErrorKind::PoolClosed,
                     "the runtime is shutting down: the read's task was stopped",
                 )),
             }

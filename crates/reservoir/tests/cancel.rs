@@ -101,10 +101,7 @@ async fn healthy(db: &Db, engine: &Engine, probe: usize) {
     let rows = conn.fetch_all(&db.series(n as u64), ()).await.unwrap();
     assert_series(&rows, n, &format!("after the drop at point {probe}"));
     let echoed: i64 = conn
-        .fetch_scalar(
-            &format!("SELECT {} AS n", db.typed("n", "BIGINT")),
-            params! {"n" => probe as i64 + 1000},
-        )
+        .fetch_scalar(&db.echo(), params! {"n" => probe as i64 + 1000})
         .await
         .unwrap();
     assert_eq!(echoed, probe as i64 + 1000);
@@ -125,58 +122,61 @@ async fn ids_in(engine: &Engine, table: &str) -> Vec<i64> {
     common::ids(&rows)
 }
 
-/// Run `run` of a transaction test (ids `10 * run + 0, 1`, and `+ 5` in a
-/// savepoint that is rolled back) kept both of its rows or neither.
-async fn assert_run_all_or_nothing(engine: &Engine, table: &str, run: usize) {
-    let base = 10 * run as i64;
-    let kept: Vec<i64> = ids_in(engine, table)
-        .await
-        .into_iter()
-        .filter(|id| id / 10 == run as i64)
-        .collect();
-    assert!(
-        kept.is_empty() || kept == [base, base + 1],
-        "dropped at point {run}, the transaction left {kept:?}"
-    );
-}
-
-/// No savepoint's row was ever kept, and the run that finished (`last`) kept both of its rows.
-async fn assert_savepoints_undone_and_last_run_kept(engine: &Engine, table: &str, last: usize) {
+/// Runs a transaction test's `op` dropped at every await point. Run `run`
+/// inserts ids `10 * run` and `10 * run + 1`, and `10 * run + 5` in a
+/// savepoint that it rolls back. After each drop: the engine is healthy
+/// and the run kept both of its rows or neither; at the end, no
+/// savepoint's row was kept and the run that finished kept both.
+async fn transaction_at_every_await_point(
+    db: &Db,
+    engine: &Engine,
+    table: &str,
+    op: impl AsyncFnMut(usize) -> reservoir::Result<()>,
+) {
+    let finished = at_every_await_point(op, async |run| {
+        healthy(db, engine, run).await;
+        let kept = ids_of_run(engine, table, run).await;
+        let base = 10 * run as i64;
+        assert!(
+            kept.is_empty() || kept == [base, base + 1],
+            "dropped at point {run}, the transaction left {kept:?}"
+        );
+    })
+    .await;
     let ids = ids_in(engine, table).await;
     assert!(
         ids.iter().all(|id| id % 10 != 5),
         "a savepoint's row was kept: {ids:?}"
     );
-    let kept = ids.iter().filter(|id| **id / 10 == last as i64).count();
-    assert_eq!(kept, 2, "the finished run kept {kept} rows: {ids:?}");
+    let kept = ids_of_run(engine, table, finished).await;
+    assert_eq!(kept.len(), 2, "the finished run kept {kept:?}");
+}
+
+/// The ids run `run` of a transaction test inserted that are there.
+async fn ids_of_run(engine: &Engine, table: &str, run: usize) -> Vec<i64> {
+    let ids = ids_in(engine, table).await;
+    ids.into_iter().filter(|id| id / 10 == run as i64).collect()
 }
 
 async fn a_transaction_dropped_anywhere_keeps_all_or_nothing(db: Db) {
     let engine = one_connection_engine(&db).await;
     let t = common::fresh_table(&db, &engine, "cancel_tx", "id INTEGER PRIMARY KEY, v INTEGER").await;
     let insert = format!("INSERT INTO {t} (id, v) VALUES (:id, :v)");
-    let points = at_every_await_point(
-        async |run| {
-            let base = 10 * run as i64;
-            let mut conn = engine.acquire().await?;
-            let mut tx = conn.begin().await?;
-            tx.execute(&insert, params! {"id" => base, "v" => 1}).await?;
-            {
-                // A savepoint rolled back: its row must never be seen.
-                let mut sp = tx.begin().await?;
-                sp.execute(&insert, params! {"id" => base + 5, "v" => 2}).await?;
-                sp.rollback().await?;
-            }
-            tx.execute(&insert, params! {"id" => base + 1, "v" => 3}).await?;
-            tx.commit().await
-        },
-        async |run| {
-            healthy(&db, &engine, run).await;
-            assert_run_all_or_nothing(&engine, &t, run).await;
-        },
-    )
+    transaction_at_every_await_point(&db, &engine, &t, async |run| {
+        let base = 10 * run as i64;
+        let mut conn = engine.acquire().await?;
+        let mut tx = conn.begin().await?;
+        tx.execute(&insert, params! {"id" => base, "v" => 1}).await?;
+        {
+            // A savepoint rolled back: its row must never be seen.
+            let mut sp = tx.begin().await?;
+            sp.execute(&insert, params! {"id" => base + 5, "v" => 2}).await?;
+            sp.rollback().await?;
+        }
+        tx.execute(&insert, params! {"id" => base + 1, "v" => 3}).await?;
+        tx.commit().await
+    })
     .await;
-    assert_savepoints_undone_and_last_run_kept(&engine, &t, points).await;
 }
 
 async fn reads_dropped_anywhere_leave_no_answer_behind(db: Db) {
@@ -193,12 +193,7 @@ async fn reads_dropped_anywhere_leave_no_answer_behind(db: Db) {
                     rows.next().await.expect("a row")?;
                 }
             }
-            let n: i64 = conn
-                .fetch_scalar(
-                    &format!("SELECT {} AS n", db.typed("n", "BIGINT")),
-                    params! {"n" => run as i64},
-                )
-                .await?;
+            let n: i64 = conn.fetch_scalar(&db.echo(), params! {"n" => run as i64}).await?;
             assert_eq!(n, run as i64);
             // Connectionless: a checkout of its own.
             let one = engine.fetch_one(&db.series(1), ()).await?;
@@ -304,26 +299,19 @@ async fn contextual_transactions_dropped_anywhere_keep_all_or_nothing(db: Db) {
     let engine = one_connection_engine(&db).await;
     let t = common::fresh_table(&db, &engine, "cancel_ctx", "id INTEGER PRIMARY KEY").await;
     let insert = format!("INSERT INTO {t} (id) VALUES (:id)");
-    let points = at_every_await_point(
-        async |run| {
-            let base = 10 * run as i64;
-            let tx = engine.begin().await?;
-            engine.execute(&insert, params! {"id" => base}).await?;
-            {
-                let savepoint = engine.begin().await?;
-                engine.execute(&insert, params! {"id" => base + 5}).await?;
-                drop(savepoint);
-            }
-            engine.execute(&insert, params! {"id" => base + 1}).await?;
-            tx.commit().await
-        },
-        async |run| {
-            healthy(&db, &engine, run).await;
-            assert_run_all_or_nothing(&engine, &t, run).await;
-        },
-    )
+    transaction_at_every_await_point(&db, &engine, &t, async |run| {
+        let base = 10 * run as i64;
+        let tx = engine.begin().await?;
+        engine.execute(&insert, params! {"id" => base}).await?;
+        {
+            let savepoint = engine.begin().await?;
+            engine.execute(&insert, params! {"id" => base + 5}).await?;
+            drop(savepoint);
+        }
+        engine.execute(&insert, params! {"id" => base + 1}).await?;
+        tx.commit().await
+    })
     .await;
-    assert_savepoints_undone_and_last_run_kept(&engine, &t, points).await;
 }
 
 /// A lazy connection, a reuser that checks it out (with `pool_pre_ping`,
@@ -338,7 +326,7 @@ async fn lazy_reused_checkouts_dropped_anywhere_leave_nothing_behind(db: Db) {
         .build()
         .await
         .unwrap();
-    let echo = format!("SELECT {} AS n", db.typed("n", "BIGINT"));
+    let echo = db.echo();
     at_every_await_point(
         async |run| {
             let mut root = engine.acquire().lazy(true).await?;

@@ -180,7 +180,7 @@ async fn survives_a_restart_under_load(db: Db, restart: fn()) {
 /// Runs statements until `stop`, counting answers in `served`; returns how
 /// many failed (each one as the restart explains).
 async fn keep_querying(db: &Db, engine: &Engine, stop: &AtomicBool, served: &AtomicU64, task: usize) -> u64 {
-    let echo = format!("SELECT {} AS n", db.typed("n", "BIGINT"));
+    let echo = db.echo();
     let mut failed = 0;
     for i in 0.. {
         if stop.load(SeqCst) {

@@ -130,9 +130,8 @@ fn a_runtime_shut_down_mid_work_panics_nothing_and_loses_no_connection() {
             // (PostgreSQL's I/O task went with it): the caller sees no
             // error, with or without pre-ping.
             for n in 0..8i64 {
-                let echo = format!("SELECT {} AS n", db.typed("n", "BIGINT"));
                 let got: i64 = engine
-                    .fetch_scalar(&echo, params! {"n" => n})
+                    .fetch_scalar(&db.echo(), params! {"n" => n})
                     .await
                     .unwrap_or_else(|e| panic!("{} (pre_ping {pre_ping}): {e:?}", db.label()));
                 assert_eq!(got, n);
@@ -161,7 +160,7 @@ fn an_engine_outlives_the_runtimes_that_used_it() {
                 .await
                 .unwrap()
         });
-        let echo = format!("SELECT {} AS n", db.typed("n", "BIGINT"));
+        let echo = db.echo();
         for round in 0..3i64 {
             runtime().block_on(async {
                 // Three connections at once, so that every idle one is used.

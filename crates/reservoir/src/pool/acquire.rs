@@ -156,8 +156,13 @@ impl<M: Manager> Shared<M> {
         !self.config.pool_pre_ping
             && self.hooks.on_checkout.is_none()
             && !self.due_for_recycle(conn)
-            && !self.manager.is_broken(&conn.raw)
-            && !conn.runtime_gone()
+            && !self.unusable(conn)
+    }
+
+    /// Known dead without a round trip: the manager says it is broken, or
+    /// the runtime its sockets belong to has shut down.
+    fn unusable(&self, conn: &Conn<M::Connection>) -> bool {
+        self.manager.is_broken(&conn.raw) || conn.runtime_gone()
     }
 
     /// The last step of every acquire: the connection is checked out.
@@ -209,8 +214,8 @@ impl<M: Manager> Shared<M> {
             self.retire(conn);
             return None;
         }
-        if self.manager.is_broken(&conn.raw) || conn.runtime_gone() {
-            // Broke while idle (its I/O ended, or its runtime did): replaced without a ping.
+        if self.unusable(&conn) {
+            // Broke while idle: replaced without a ping.
             Counters::bump(&self.counters.broken);
             self.retire(conn);
             return None;

@@ -88,6 +88,12 @@ impl Db {
         }
     }
 
+    /// `SELECT :n AS n`, with `:n` typed BIGINT: answers with the value
+    /// bound, so each statement's answer can be told from any other's.
+    pub fn echo(&self) -> String {
+        format!("SELECT {} AS n", self.typed("n", "BIGINT"))
+    }
+
     /// `name` as a quoted identifier in this dialect.
     pub fn quote(&self, name: &str) -> String {
         match self.dialect {
