@@ -69,19 +69,23 @@ async fn main() -> reservoir::Result<()> {
         println!("  {row:?}");
     }
 
-    println!("\nconnectionless statements inside engine.begin() join its transaction:");
-    let tx = engine.begin().await?;
-    users
-        .update()
-        .set("nickname", "renamed")
-        .filter("id", 1)
-        .execute()
+    println!("\nin a scope, connectionless statements inside engine.begin() join its transaction:");
+    engine
+        .scope(async {
+            let tx = engine.begin().await?;
+            users
+                .update()
+                .set("nickname", "renamed")
+                .filter("id", 1)
+                .execute()
+                .await?;
+            let inside: String = engine
+                .fetch_scalar("SELECT nickname FROM users WHERE id = 1", ())
+                .await?;
+            println!("  inside the transaction: {inside}");
+            tx.rollback().await
+        })
         .await?;
-    let inside: String = engine
-        .fetch_scalar("SELECT nickname FROM users WHERE id = 1", ())
-        .await?;
-    println!("  inside the transaction: {inside}");
-    tx.rollback().await?;
     let after: String = engine
         .fetch_scalar("SELECT nickname FROM users WHERE id = 1", ())
         .await?;

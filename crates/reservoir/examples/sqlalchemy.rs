@@ -1,6 +1,8 @@
 //! SQLAlchemy's engine document (seed 003) in Rust: explicit,
 //! connectionless and implicit execution, and the "threadlocal" strategy
-//! where connectionless statements in one task share one transaction.
+//! where connectionless statements in one task share one transaction
+//! (`EngineBuilder::threadlocal`, SQLAlchemy's `strategy="threadlocal"`;
+//! without it, the same code runs in an `engine.scope(..)`).
 //!
 //! ```text
 //! cargo run --example sqlalchemy
@@ -42,7 +44,10 @@ async fn names(engine: &Engine) -> reservoir::Result<Vec<String>> {
 
 #[tokio::main]
 async fn main() -> reservoir::Result<()> {
-    let engine = Engine::connect("sqlite::memory:").await?;
+    let engine = Engine::builder("sqlite::memory:")
+        .threadlocal(true)
+        .build()
+        .await?;
     engine
         .execute("CREATE TABLE users (user_id INTEGER PRIMARY KEY, name TEXT)", ())
         .await?;

@@ -1,21 +1,24 @@
 //! `Connection`: a handle on a pooled raw connection, and every way to run
 //! a statement on it. Several handles may share one raw connection (a reuse
-//! chain, GINO style): the raw connection and its transaction depth live in
-//! a shared [`Link`], whose lock serves one operation at a time.
+//! chain, GINO style): the raw connection lives in a shared [`Link`], whose
+//! lock serves one operation at a time. The session's state (transaction
+//! depth and status, queued SQL) is the raw connection's own
+//! [`Session`]; the link only points at it.
 
 use std::fmt;
 use std::panic::Location;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 
 use crate::context::TaskKey;
 use crate::cursor::Cursor;
 use crate::driver::AnyConnection;
+use crate::driver::session::{Session, StreamGuard};
 use crate::engine::EngineInner;
 use crate::error::{Error, ErrorKind, Result};
+use crate::exec::{Timing, deserialize_all, first_row};
 use crate::manager::DriverManager;
 use crate::params::{IntoParams, Params};
 use crate::pool::{BoxFuture, Pooled};
@@ -34,11 +37,10 @@ pub(crate) struct Link {
     id: AtomicU64,
     /// The root handle was released: reusers get a clear error.
     released: AtomicBool,
-    /// Rollbacks queued by dropped transactions, sent before the next statement.
-    queued: Mutex<Vec<String>>,
-    has_queued: AtomicBool,
-    pub(crate) tx_depth: AtomicUsize,
-    pub(crate) tx_options: Mutex<TxOptions>,
+    /// The checked-out raw connection's session (`None` before a lazy
+    /// chain checks out): readable without the operation lock, for
+    /// `Drop` impls and depth queries.
+    session: Mutex<Option<Arc<Session>>>,
 }
 
 type RawGuard<'a> = futures_util::lock::MutexGuard<'a, Option<Pooled<DriverManager>>>;
@@ -47,14 +49,20 @@ impl Link {
     pub(crate) fn new(caller: &'static Location<'static>, pooled: Option<Pooled<DriverManager>>) -> Self {
         Link {
             id: AtomicU64::new(pooled.as_ref().map_or(0, |p| p.id())),
+            session: Mutex::new(pooled.as_ref().map(|p| Arc::clone(p.session()))),
             raw: futures_util::lock::Mutex::new(pooled),
             caller,
             released: AtomicBool::new(false),
-            queued: Mutex::new(Vec::new()),
-            has_queued: AtomicBool::new(false),
-            tx_depth: AtomicUsize::new(0),
-            tx_options: Mutex::new(TxOptions::new()),
         }
+    }
+
+    /// The raw connection's session, once checked out.
+    pub(crate) fn session(&self) -> Option<Arc<Session>> {
+        self.session.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_session(&self, session: Option<Arc<Session>>) {
+        *self.session.lock().unwrap_or_else(|e| e.into_inner()) = session;
     }
 
     pub(crate) fn is_released(&self) -> bool {
@@ -62,7 +70,13 @@ impl Link {
     }
 
     /// Locks the raw connection for one operation, checking it out first if
-    /// this chain is lazy and has not yet.
+    /// this chain is lazy and has not yet. A raw connection found broken
+    /// (lost, or a statement abandoned mid-flight where the protocol cannot
+    /// resume) fails the operation at once, before anything is sent, as
+    /// SQLAlchemy reports an invalidated connection: outside a
+    /// transaction it is given back (and discarded), so the next operation
+    /// checks out a fresh one; inside one, every operation fails until the
+    /// transaction is ended.
     async fn lock(&self, engine: &EngineInner) -> Result<RawGuard<'_>> {
         let mut raw = self.raw.lock().await;
         if self.is_released() {
@@ -70,26 +84,36 @@ impl Link {
                 "the connection this one reused has been released; acquire a new one",
             ));
         }
-        if raw.is_none() {
-            let pooled = engine.pool.acquire_from(self.caller).await?;
-            self.id.store(pooled.id(), SeqCst);
-            *raw = Some(pooled);
-        }
-        if self.has_queued.swap(false, SeqCst) {
-            let queued = std::mem::take(&mut *self.queued.lock().unwrap_or_else(|e| e.into_inner()));
-            if let Some(pooled) = raw.as_mut() {
-                for sql in queued {
-                    pooled.enqueue(&sql);
+        if let Some(pooled) = raw.as_ref() {
+            if pooled.is_broken() {
+                if pooled.session().depth() > 0 {
+                    return Err(Error::new(
+                        ErrorKind::Disconnected,
+                        "the connection of this transaction was lost (or a statement of it was \
+                         abandoned mid-flight): the transaction is gone; roll it back",
+                    ));
                 }
+                *raw = None;
+                self.set_session(None);
+                return Err(Error::new(
+                    ErrorKind::Disconnected,
+                    "this connection was lost (or a statement on it was abandoned mid-flight \
+                     where the protocol cannot resume); the next statement runs on a new one",
+                ));
+            } else if pooled.session().stream_open() {
+                return Err(Error::usage(
+                    "a row stream or cursor is still open on this connection: read it to the \
+                     end or drop it before running another statement on the connection",
+                ));
             }
         }
+        if raw.is_none() {
+            let pooled = engine.core.acquire(self.caller).await?;
+            self.id.store(pooled.id(), SeqCst);
+            self.set_session(Some(Arc::clone(pooled.session())));
+            *raw = Some(pooled);
+        }
         Ok(raw)
-    }
-
-    /// Queues SQL for before the next statement (what `Drop` can do).
-    pub(crate) fn queue(&self, sql: String) {
-        self.queued.lock().unwrap_or_else(|e| e.into_inner()).push(sql);
-        self.has_queued.store(true, SeqCst);
     }
 
     /// Returns the raw connection to the pool now (the root handle's drop).
@@ -111,35 +135,6 @@ impl Link {
             }
         }
     }
-}
-
-/// Whether `log_statement` would log anything: without it, statements are
-/// not timed (two clock reads per statement).
-pub(crate) fn statements_logged(echo: bool) -> bool {
-    echo || tracing::enabled!(target: "reservoir::sql", tracing::Level::DEBUG)
-}
-
-/// Logs a statement: INFO with `echo`, else DEBUG. Parameter values are
-/// never logged.
-pub(crate) fn log_statement(echo: bool, sql: &str, elapsed: std::time::Duration, ok: bool) {
-    if echo {
-        tracing::info!(target: "reservoir::sql", statement = sql, ?elapsed, ok);
-    } else {
-        tracing::debug!(target: "reservoir::sql", statement = sql, ?elapsed, ok);
-    }
-}
-
-/// Every row deserialized into `T` (the `fetch_all_as` methods).
-pub(crate) fn deserialize_all<T: DeserializeOwned>(rows: &[Row]) -> Result<Vec<T>> {
-    rows.iter().map(Row::deserialize).collect()
-}
-
-/// The first row, or a `NoRows` error.
-pub(crate) fn first_row(mut rows: Vec<Row>) -> Result<Row> {
-    if rows.is_empty() {
-        return Err(Error::new(ErrorKind::NoRows, "the query returned no rows"));
-    }
-    Ok(rows.swap_remove(0))
 }
 
 /// `"name"` (or the dialect's quote), with embedded quotes doubled; a
@@ -165,13 +160,11 @@ fn raw_of<'g>(guard: &'g mut RawGuard<'_>) -> &'g mut AnyConnection {
     guard.as_mut().expect("Link::lock checks the connection out")
 }
 
-/// One statement on the locked raw connection. `finish` logs it (INFO with
-/// `echo`, else DEBUG; parameter values are never logged; timed only when
-/// logged) and marks a lost connection for discarding.
+/// One statement on the locked raw connection. `finish` logs it (see
+/// [`Timing`]) and marks a lost connection for discarding.
 struct Running<'l> {
     raw: RawGuard<'l>,
-    started: Option<Instant>,
-    echo: bool,
+    timing: Timing,
 }
 
 impl Running<'_> {
@@ -180,15 +173,10 @@ impl Running<'_> {
     }
 
     fn finish<T>(mut self, sql: &str, result: Result<T>) -> Result<T> {
-        if let Some(started) = self.started {
-            log_statement(self.echo, sql, started.elapsed(), result.is_ok());
+        match self.raw.as_mut() {
+            Some(pooled) => self.timing.finish(pooled, sql, result),
+            None => result,
         }
-        if let (Err(e), Some(pooled)) = (&result, self.raw.as_mut()) {
-            if e.is_disconnect() {
-                pooled.mark_broken();
-            }
-        }
-        result
     }
 }
 
@@ -220,7 +208,7 @@ impl fmt::Debug for Connection {
         f.debug_struct("Connection")
             .field("id", &self.id())
             .field("root", &self.root)
-            .field("url", &self.engine.url)
+            .field("url", &self.engine.core.url)
             .finish()
     }
 }
@@ -260,9 +248,10 @@ impl Connection {
         self.root
     }
 
-    /// The depth of the open transaction on the raw connection (0: none).
+    /// The depth of the open transaction on the raw connection (0: none),
+    /// as the connection's session knows it.
     pub fn transaction_depth(&self) -> usize {
-        self.link.tx_depth.load(SeqCst)
+        self.link.session().map_or(0, |s| s.depth())
     }
 
     pub(crate) fn link(&self) -> &Arc<Link> {
@@ -282,15 +271,14 @@ impl Connection {
 
     /// Binds parameters: named ones are rewritten to the dialect's placeholders.
     fn bind<'s>(&self, sql: &'s str, params: Params) -> Result<(std::borrow::Cow<'s, str>, Vec<Value>)> {
-        params.bind(sql, self.engine.driver.placeholder())
+        self.engine.core.bind(sql, params)
     }
 
     /// Locks the raw connection for one statement (checking it out if lazy).
     async fn start(&self) -> Result<Running<'_>> {
         Ok(Running {
             raw: self.link.lock(&self.engine).await?,
-            started: statements_logged(self.engine.echo).then(Instant::now),
-            echo: self.engine.echo,
+            timing: self.engine.core.timing(),
         })
     }
 
@@ -321,7 +309,7 @@ impl Connection {
         sql: &str,
         params: impl IntoIterator<Item = P>,
     ) -> Result<u64> {
-        let style = self.engine.driver.placeholder();
+        let style = self.engine.core.driver.placeholder();
         let mut rewritten: Option<String> = None;
         let mut sets = Vec::new();
         for p in params {
@@ -361,7 +349,7 @@ impl Connection {
         columns: &[&str],
         rows: impl IntoIterator<Item = P>,
     ) -> Result<u64> {
-        let quote = self.engine.driver.identifier_quote();
+        let quote = self.engine.core.driver.identifier_quote();
         let quoted: Vec<String> = columns
             .iter()
             .map(|c| quote_identifier(c, quote))
@@ -438,7 +426,10 @@ impl Connection {
                 let (link, engine) = (Arc::clone(&self.link), Arc::clone(&self.engine));
                 RowStream::opening(Box::pin(async move {
                     let mut raw = link.lock(&engine).await?;
-                    Ok(raw_of(&mut raw).open_rows(&sql, values))
+                    let raw = raw_of(&mut raw);
+                    raw.session().note_statement(&sql);
+                    let guard = StreamGuard::new(raw.session());
+                    Ok((raw.open_rows(&sql, values), guard))
                 }))
             }
             Err(e) => RowStream::failed(e),
@@ -446,10 +437,21 @@ impl Connection {
     }
 
     /// Opens a cursor over a query (asyncpg style: `forward`, `fetch`).
+    /// Inside a transaction only, on every dialect (PostgreSQL's cursors
+    /// live in one; asyncpg refuses them outside one too): otherwise a
+    /// [`Usage`](ErrorKind::Usage) error.
     pub async fn cursor(&mut self, sql: &str, params: impl IntoParams) -> Result<Cursor<'_>> {
         let (sql, values) = self.bind(sql, params.into_params())?;
-        let source = self.run(&sql, |raw, sql| raw.open_cursor(sql, values)).await?;
-        Ok(Cursor::new(source))
+        let mut running = self.start().await?;
+        let session = Arc::clone(running.raw().session());
+        if session.depth() == 0 && session.status() == crate::driver::session::TxStatus::Idle {
+            return Err(Error::usage(
+                "a cursor needs a transaction: call cursor() on a Transaction",
+            ));
+        }
+        let result = running.raw().open_cursor(&sql, values).await;
+        let source = running.finish(&sql, result)?;
+        Ok(Cursor::new(source, StreamGuard::new(&session)))
     }
 
     /// Begins a transaction, or a savepoint if the raw connection is
@@ -460,35 +462,26 @@ impl Connection {
 
     /// Begins a transaction with an isolation level or read-only mode.
     pub async fn begin_with(&mut self, options: TxOptions) -> Result<Transaction<'_>> {
-        let depth = self.begin_at(options).await?;
-        Ok(Transaction::borrowed(self, depth))
+        let level = self.begin_at(options).await?;
+        Ok(Transaction::borrowed(self, level))
     }
 
-    /// BEGIN at depth 1, SAVEPOINT deeper; returns the new depth. A nested
-    /// level may not ask for another isolation level than the outer one.
-    pub(crate) async fn begin_at(&mut self, options: TxOptions) -> Result<usize> {
-        let depth = self.link.tx_depth.load(SeqCst) + 1;
+    /// BEGIN at depth 1, SAVEPOINT deeper; returns the new level's depth
+    /// and id. Refused (`Usage`) where the session says a transaction was
+    /// begun with raw SQL, or a nested level asks for another isolation
+    /// level than the outer one.
+    pub(crate) async fn begin_at(&mut self, options: TxOptions) -> Result<(usize, u64)> {
+        let mut running = self.start().await?;
+        let session = Arc::clone(running.raw().session());
+        let depth = session.check_begin(&options)?;
         let sql = if depth == 1 {
-            self.engine.driver.begin_sql(&options)?
+            self.engine.core.driver.begin_sql(&options)?
         } else {
-            let outer = *self.link.tx_options.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(level) = options.isolation_level() {
-                if outer.isolation_level() != Some(level) {
-                    return Err(Error::usage(format!(
-                        "a nested transaction cannot change the isolation level (outer: {}, asked: {})",
-                        outer.isolation_level().map_or("database default", |l| l.sql()),
-                        level.sql()
-                    )));
-                }
-            }
-            format!("SAVEPOINT {}", crate::transaction::savepoint_name(depth))
+            format!("SAVEPOINT {}", crate::driver::session::savepoint_name(depth))
         };
-        self.simple(&sql).await?;
-        self.link.tx_depth.store(depth, SeqCst);
-        if depth == 1 {
-            *self.link.tx_options.lock().unwrap_or_else(|e| e.into_inner()) = options;
-        }
-        Ok(depth)
+        let result = running.raw().simple(&sql).await;
+        running.finish(&sql, result)?;
+        Ok((depth, session.push_level(depth, options)))
     }
 
     /// Runs transaction-control SQL.

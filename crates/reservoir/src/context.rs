@@ -1,23 +1,49 @@
 //! Per-task stacks of reusable connections (GINO's context; SQLAlchemy's
 //! "threadlocal" strategy), one registry per engine. "The current task" is
-//! the tokio task, or the thread outside one (a `block_on` body), so it works
-//! with no set-up, and a spawned task starts with an empty stack.
+//! the innermost [`scoped`] future around the caller if there is one, else
+//! the tokio task, or the thread outside one (a `block_on` body), so it
+//! works with no set-up, and a spawned task starts with an empty stack.
+//! A scope is what makes connectionless statements join a context (see
+//! `Engine::scope`): two scopes joined in one task are two contexts.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::connection::Link;
 
-/// Identifies the current task.
+tokio::task_local! {
+    /// The scope the current future runs in (see [`scoped`]).
+    static SCOPE: u64;
+}
+
+/// Numbers the scopes.
+static NEXT_SCOPE: AtomicU64 = AtomicU64::new(1);
+
+/// Runs `future` in a scope of its own: a context of its own, which only
+/// the futures it polls see (not other futures of the same task).
+pub(crate) fn scoped<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    SCOPE.scope(NEXT_SCOPE.fetch_add(1, SeqCst), future)
+}
+
+/// Whether the caller runs inside a scope.
+pub(crate) fn in_scope() -> bool {
+    SCOPE.try_with(|_| ()).is_ok()
+}
+
+/// Identifies the current task (or scope).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum TaskKey {
+    Scope(u64),
     Task(tokio::task::Id),
     Thread(std::thread::ThreadId),
 }
 
 impl TaskKey {
     pub fn current() -> TaskKey {
+        if let Ok(scope) = SCOPE.try_with(|s| *s) {
+            return TaskKey::Scope(scope);
+        }
         match tokio::task::try_id() {
             Some(id) => TaskKey::Task(id),
             None => TaskKey::Thread(std::thread::current().id()),

@@ -4,7 +4,9 @@
 use std::marker::PhantomData;
 
 use crate::driver::RowSource;
+use crate::driver::session::StreamGuard;
 use crate::error::Result;
+use crate::error::{Error, ErrorKind};
 use crate::row::Row;
 use crate::stream::RowStream;
 
@@ -24,6 +26,11 @@ use crate::stream::RowStream;
 /// ```
 pub struct Cursor<'c> {
     source: Box<dyn RowSource>,
+    guard: StreamGuard,
+    /// A call's future was dropped before it finished: where the cursor
+    /// stands is unknown (a row may have been read and lost), so every
+    /// later call fails rather than silently skipping it.
+    poisoned: bool,
     _conn: PhantomData<&'c mut ()>,
 }
 
@@ -34,19 +41,36 @@ impl std::fmt::Debug for Cursor<'_> {
 }
 
 impl<'c> Cursor<'c> {
-    pub(crate) fn new(source: Box<dyn RowSource>) -> Self {
+    pub(crate) fn new(source: Box<dyn RowSource>, guard: StreamGuard) -> Self {
         Cursor {
             source,
+            guard,
+            poisoned: false,
             _conn: PhantomData,
         }
     }
 
+    /// Runs one call, poisoning the cursor until it finishes.
+    async fn call<T>(&mut self, op: impl AsyncFnOnce(&mut dyn RowSource) -> Result<T>) -> Result<T> {
+        if self.poisoned {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                "an earlier call on this cursor was abandoned mid-flight (its future was \
+                 dropped), so its position is unknown: open a new cursor",
+            ));
+        }
+        self.poisoned = true;
+        let result = op(&mut *self.source).await;
+        self.poisoned = false;
+        result
+    }
+
     /// The next `n` rows (fewer at the end; `fetch(0)` is empty).
     pub async fn fetch(&mut self, n: usize) -> Result<Vec<Row>> {
-        if n == 0 {
+        if n == 0 && !self.poisoned {
             return Ok(Vec::new());
         }
-        self.source.fetch(n).await
+        self.call(async |source| source.fetch(n).await).await
     }
 
     /// The next row, if any.
@@ -56,10 +80,10 @@ impl<'c> Cursor<'c> {
 
     /// Skips up to `n` rows; returns how many were skipped.
     pub async fn forward(&mut self, n: u64) -> Result<u64> {
-        if n == 0 {
+        if n == 0 && !self.poisoned {
             return Ok(0);
         }
-        self.source.forward(n).await
+        self.call(async |source| source.forward(n).await).await
     }
 
     /// The rows not yet read, as a stream that reads ahead in batches
@@ -83,6 +107,12 @@ impl<'c> Cursor<'c> {
     /// # Ok(()) }
     /// ```
     pub fn into_stream(self) -> RowStream<'c> {
-        RowStream::open(self.source)
+        if self.poisoned {
+            return RowStream::failed(Error::new(
+                ErrorKind::Usage,
+                "an earlier call on this cursor was abandoned mid-flight: open a new cursor",
+            ));
+        }
+        RowStream::open((self.source, self.guard))
     }
 }

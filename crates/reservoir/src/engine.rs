@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::connection::{Connection, Link, deserialize_all, first_row};
+use crate::connection::{Connection, Link};
 use crate::context::Contexts;
-use crate::driver::{self, Driver, DriverOptions};
+use crate::driver::session::ResetOnReturn;
+use crate::driver::{self, DriverOptions};
 use crate::error::{Error, ErrorKind, Result};
+use crate::exec::{Core, deserialize_all, first_row};
 use crate::manager::DriverManager;
 use crate::params::{IntoParams, Params};
 use crate::pipeline::Pipeline;
@@ -23,14 +25,15 @@ use crate::transaction::{Transaction, TxOptions};
 use crate::url::{DatabaseUrl, Dialect};
 use crate::value::FromValue;
 
+/// What an engine's handles share: the execution core, the connection
+/// contexts and the pipeline.
 pub(crate) struct EngineInner {
-    pub pool: Pool<DriverManager>,
+    pub core: Core,
     pub contexts: Contexts,
-    pub driver: Arc<dyn Driver>,
-    pub url: DatabaseUrl,
-    pub echo: bool,
     pub pipeline_reads: bool,
     pub pipeline: Pipeline,
+    /// Connectionless statements join the task's context without a scope.
+    pub threadlocal: bool,
 }
 
 /// The entry point: a dialect chosen by URL, owning a pool of connections.
@@ -58,7 +61,7 @@ pub struct Engine {
 impl fmt::Debug for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Engine")
-            .field("url", &self.inner.url)
+            .field("url", &self.inner.core.url)
             .field("status", &self.status())
             .finish()
     }
@@ -109,15 +112,66 @@ impl Engine {
         }
     }
 
-    /// What connectionless execution runs on: the task's current connection
-    /// (joining its transaction) or a lazily checked-out one of its own.
-    #[track_caller]
-    fn contextual(&self) -> impl Future<Output = Result<Connection>> + Send + '_ {
-        self.connection(true, true, false, Location::caller())
+    /// Whether connectionless statements of the current task join its
+    /// connection context: inside [`scope`](Self::scope), or everywhere
+    /// with the `threadlocal` setting.
+    fn contextual_here(&self) -> bool {
+        self.inner.threadlocal || crate::context::in_scope()
     }
 
-    /// Begins a transaction on a connection of its own or, inside a task
-    /// that already holds a transaction, a savepoint on that one.
+    /// The context's connection a connectionless statement joins, if any:
+    /// the newest reusable connection of the current scope. One whose row
+    /// stream is still open is passed over outside a transaction (the
+    /// statement takes a connection of its own) and refused inside one.
+    fn joined(&self) -> Result<Option<Connection>> {
+        if !self.contextual_here() {
+            return Ok(None);
+        }
+        let Some(link) = self.inner.contexts.top() else {
+            return Ok(None);
+        };
+        if let Some(session) = link.session() {
+            if session.stream_open() {
+                if session.depth() > 0 {
+                    return Err(Error::usage(
+                        "a row stream or cursor is still open on this task's transaction: read \
+                         it to the end or drop it before running another statement in the transaction",
+                    ));
+                }
+                return Ok(None);
+            }
+        }
+        Ok(Some(Connection::reusing(Arc::clone(&self.inner), link)))
+    }
+
+    /// Runs `future` with a connection context of its own (SQLAlchemy's
+    /// threadlocal strategy, GINO's context, scoped): inside it, a
+    /// connectionless statement joins the transaction `engine.begin()`
+    /// opened (or the connection `engine.acquire()` holds) in the same
+    /// scope. Outside any scope, connectionless statements always run on a
+    /// connection of their own, so futures joined in one task (`join!`,
+    /// `select!`) never share a transaction by accident; two scopes joined
+    /// in one task are two contexts. A spawned task starts outside any scope.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> reservoir::Result<()> {
+    /// let engine = reservoir::Engine::connect("sqlite::memory:").await?;
+    /// engine.execute("CREATE TABLE t (x INTEGER)", ()).await?;
+    /// engine.scope(async {
+    ///     let tx = engine.begin().await?;
+    ///     engine.execute("INSERT INTO t VALUES (1)", ()).await?;   // joins tx
+    ///     tx.rollback().await                                       // and goes with it
+    /// }).await?;
+    /// assert_eq!(engine.fetch_scalar::<i64>("SELECT count(*) FROM t", ()).await?, 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn scope<F: Future>(&self, future: F) -> impl Future<Output = F::Output> {
+        crate::context::scoped(future)
+    }
+
+    /// Begins a transaction on a connection of its own or, inside a scope
+    /// (see [`scope`](Self::scope)) that already holds a transaction, a
+    /// savepoint on that one.
     #[track_caller]
     pub fn begin(&self) -> impl Future<Output = Result<Transaction<'static>>> + Send + '_ {
         self.begin_with(TxOptions::new())
@@ -130,71 +184,126 @@ impl Engine {
         options: TxOptions,
     ) -> impl Future<Output = Result<Transaction<'static>>> + Send + '_ {
         // A transaction's connection is reusable: connectionless statements
-        // of this task join it.
-        let contextual = self.connection(true, true, true, Location::caller());
+        // of this scope join it.
+        let contextual = self.connection(self.contextual_here(), true, true, Location::caller());
         async move {
             let mut conn = contextual.await?;
-            let depth = conn.begin_at(options).await?;
-            Ok(Transaction::owned(conn, depth))
+            let level = conn.begin_at(options).await?;
+            Ok(Transaction::owned(conn, level))
         }
     }
 
-    /// Runs a statement (connectionless: on the task's current connection,
-    /// else on a pooled one); returns the rows affected.
-    pub async fn execute(&self, sql: &str, params: impl IntoParams) -> Result<u64> {
-        self.contextual().await?.execute(sql, params).await
+    /// Runs a statement (connectionless: in a [`scope`](Self::scope), on
+    /// the scope's current connection; else on a pooled one); returns the
+    /// rows affected.
+    #[track_caller]
+    pub fn execute<'a>(
+        &'a self,
+        sql: &'a str,
+        params: impl IntoParams,
+    ) -> impl Future<Output = Result<u64>> + Send + 'a {
+        let (params, caller) = (params.into_params(), Location::caller());
+        async move {
+            match self.joined()? {
+                Some(mut conn) => conn.execute(sql, params).await,
+                None => self.inner.core.execute(caller, sql, params).await,
+            }
+        }
     }
 
     /// [`Connection::execute_many`], connectionless.
-    pub async fn execute_many<P: IntoParams>(
-        &self,
-        sql: &str,
-        params: impl IntoIterator<Item = P>,
-    ) -> Result<u64> {
-        self.contextual().await?.execute_many(sql, params).await
+    #[track_caller]
+    pub fn execute_many<'a, P: IntoParams + 'a>(
+        &'a self,
+        sql: &'a str,
+        params: impl IntoIterator<Item = P> + 'a,
+    ) -> impl Future<Output = Result<u64>> + Send + 'a {
+        let sets: Vec<Params> = params.into_iter().map(IntoParams::into_params).collect();
+        let caller = Location::caller();
+        async move {
+            let mut conn = match self.joined()? {
+                Some(conn) => conn,
+                None => self.connection(false, true, false, caller).await?,
+            };
+            conn.execute_many(sql, sets).await
+        }
     }
 
     /// The first row (an error if there is none), connectionless.
-    pub async fn fetch_one(&self, sql: &str, params: impl IntoParams) -> Result<Row> {
-        first_row(self.read(sql, params.into_params(), Some(1)).await?)
+    #[track_caller]
+    pub fn fetch_one<'a>(
+        &'a self,
+        sql: &'a str,
+        params: impl IntoParams,
+    ) -> impl Future<Output = Result<Row>> + Send + 'a {
+        let read = self.read(sql, params.into_params(), Some(1), Location::caller());
+        async move { first_row(read.await?) }
     }
 
     /// The first row, if any, connectionless.
-    pub async fn fetch_optional(&self, sql: &str, params: impl IntoParams) -> Result<Option<Row>> {
-        Ok(self.read(sql, params.into_params(), Some(1)).await?.pop())
+    #[track_caller]
+    pub fn fetch_optional<'a>(
+        &'a self,
+        sql: &'a str,
+        params: impl IntoParams,
+    ) -> impl Future<Output = Result<Option<Row>>> + Send + 'a {
+        let read = self.read(sql, params.into_params(), Some(1), Location::caller());
+        async move { Ok(read.await?.pop()) }
     }
 
     /// Every row, buffered, connectionless.
-    pub async fn fetch_all(&self, sql: &str, params: impl IntoParams) -> Result<Vec<Row>> {
-        self.read(sql, params.into_params(), None).await
+    #[track_caller]
+    pub fn fetch_all<'a>(
+        &'a self,
+        sql: &'a str,
+        params: impl IntoParams,
+    ) -> impl Future<Output = Result<Vec<Row>>> + Send + 'a {
+        self.read(sql, params.into_params(), None, Location::caller())
     }
 
     /// The first column of the first row, connectionless.
-    pub async fn fetch_scalar<T: FromValue>(&self, sql: &str, params: impl IntoParams) -> Result<T> {
-        self.fetch_one(sql, params).await?.get(0)
+    #[track_caller]
+    pub fn fetch_scalar<'a, T: FromValue + 'a>(
+        &'a self,
+        sql: &'a str,
+        params: impl IntoParams,
+    ) -> impl Future<Output = Result<T>> + Send + 'a {
+        let one = self.fetch_one(sql, params);
+        async move { one.await?.get(0) }
     }
 
     /// Every row deserialized into `T`, connectionless.
-    pub async fn fetch_all_as<T: DeserializeOwned>(
-        &self,
-        sql: &str,
+    #[track_caller]
+    pub fn fetch_all_as<'a, T: DeserializeOwned + 'a>(
+        &'a self,
+        sql: &'a str,
         params: impl IntoParams,
-    ) -> Result<Vec<T>> {
-        deserialize_all(&self.fetch_all(sql, params).await?)
+    ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a {
+        let all = self.fetch_all(sql, params);
+        async move { deserialize_all(&all.await?) }
     }
 
-    /// A connectionless query: on the task's current connection if it has
+    /// A connectionless query: on the scope's current connection if it has
     /// one; else pipelined (with `pipeline_reads`, when the pool is busy and
     /// the statement is a plain read); else on a connection of its own.
-    async fn read(&self, sql: &str, params: Params, limit: Option<usize>) -> Result<Vec<Row>> {
+    async fn read(
+        &self,
+        sql: &str,
+        params: Params,
+        limit: Option<usize>,
+        caller: &'static Location<'static>,
+    ) -> Result<Vec<Row>> {
+        if let Some(mut conn) = self.joined()? {
+            return conn.query(sql, params, limit).await;
+        }
         let inner = &self.inner;
-        if inner.pipeline_reads && crate::sql::is_plain_read(sql) && inner.contexts.top().is_none() {
+        if inner.pipeline_reads && crate::sql::is_plain_read(sql) {
             if let Some(first) = inner.pipeline.enter(inner) {
-                let (sql, params) = params.bind(sql, inner.driver.placeholder())?;
+                let (sql, params) = inner.core.bind(sql, params)?;
                 return inner.pipeline.read(inner, first, &sql, params, limit).await;
             }
         }
-        self.contextual().await?.query(sql, params, limit).await
+        inner.core.query(caller, sql, params, limit).await
     }
 
     /// How many tasks currently hold a stack of reusable connections.
@@ -205,45 +314,45 @@ impl Engine {
 
     /// The pool's occupancy.
     pub fn status(&self) -> PoolStatus {
-        self.inner.pool.status()
+        self.inner.core.pool.status()
     }
 
     /// The pool's counters.
     pub fn stats(&self) -> PoolStats {
-        self.inner.pool.stats()
+        self.inner.core.pool.stats()
     }
 
     /// The pool settings in force.
     pub fn pool_config(&self) -> &PoolConfig {
-        self.inner.pool.config()
+        self.inner.core.pool.config()
     }
 
     /// The URL (its password shows as `***` when printed).
     pub fn url(&self) -> &DatabaseUrl {
-        &self.inner.url
+        &self.inner.core.url
     }
 
     /// The database family.
     pub fn dialect(&self) -> Dialect {
-        self.inner.driver.dialect()
+        self.inner.core.driver.dialect()
     }
 
     /// Replaces every connection: idle ones close now, checked-out ones when
     /// they come back; the engine keeps serving.
     pub fn dispose(&self) {
-        self.inner.pool.dispose();
+        self.inner.core.pool.dispose();
     }
 
     /// Refuses new work, closes idle connections and returns when every
     /// checked-out connection has come back and been closed.
     pub async fn close(&self) {
-        self.inner.pool.close().await;
+        self.inner.core.pool.close().await;
     }
 
     /// [`close`](Self::close) with `force` (do not wait) and `interrupt`
     /// (cancel running statements first).
     pub async fn close_with(&self, options: CloseOptions) {
-        self.inner.pool.close_with(options).await;
+        self.inner.core.pool.close_with(options).await;
     }
 }
 
@@ -319,7 +428,14 @@ impl Future for Connecting<'_> {
             Some(checkout) => checkout,
             None => {
                 if this.reuse {
-                    if let Some(link) = inner.contexts.top() {
+                    // A connection with a row stream open is busy until
+                    // the stream ends: passed over outside a transaction
+                    // (whose statements would wait behind it for good).
+                    let top = inner
+                        .contexts
+                        .top()
+                        .filter(|link| link.session().is_none_or(|s| !s.stream_open() || s.depth() > 0));
+                    if let Some(link) = top {
                         return Poll::Ready(Ok(Connection::reusing(Arc::clone(inner), link)));
                     }
                 }
@@ -327,7 +443,7 @@ impl Future for Connecting<'_> {
                     let link = Arc::new(Link::new(this.caller, None));
                     return Poll::Ready(Ok(Connection::root(Arc::clone(inner), link, this.reusable)));
                 }
-                this.checkout.insert(inner.pool.acquire_from(this.caller))
+                this.checkout.insert(inner.core.pool.acquire_from(this.caller))
             }
         };
         let pooled = ready!(Pin::new(checkout).poll(cx))?;
@@ -383,6 +499,8 @@ struct Overrides {
     statement_cache_size: Option<usize>,
     statement_timeout: Option<Duration>,
     pipeline_reads: Option<bool>,
+    threadlocal: Option<bool>,
+    reset_on_return: Option<ResetOnReturn>,
 }
 
 /// Configures an [`Engine`]. Settings may also come as URL query parameters
@@ -433,6 +551,10 @@ impl EngineBuilder {
         statement_timeout: Duration,
         /// When the pool is busy, pipeline connectionless reads over connections serving such reads (default false).
         pipeline_reads: bool,
+        /// Connectionless statements join the task's transaction without a [`scope`](Engine::scope) (SQLAlchemy's `strategy="threadlocal"`; default false); futures joined in one task then share it.
+        threadlocal: bool,
+        /// What a connection's reset does when it goes back to the pool (default `Auto`: see [`ResetOnReturn`]).
+        reset_on_return: ResetOnReturn,
     }
 
     /// Opens the pool and one connection (or `min_size`), so that a wrong
@@ -444,6 +566,7 @@ impl EngineBuilder {
         let driver = driver::for_url(&url, &settings.driver)?;
         let pool = Pool::builder(DriverManager {
             driver: Arc::clone(&driver),
+            reset_on_return: settings.reset_on_return,
         })
         .config(settings.pool)
         .build()
@@ -453,13 +576,16 @@ impl EngineBuilder {
         }
         Ok(Engine {
             inner: Arc::new(EngineInner {
-                pool,
+                core: Core {
+                    pool,
+                    driver,
+                    url,
+                    echo: settings.echo,
+                },
                 contexts: Contexts::default(),
-                driver,
-                url,
-                echo: settings.echo,
                 pipeline_reads: settings.pipeline_reads,
                 pipeline: Pipeline::default(),
+                threadlocal: settings.threadlocal,
             }),
         })
     }
@@ -482,6 +608,8 @@ pub(crate) const ENGINE_KEYS: &[&str] = &[
     "statement_cache_size",
     "statement_timeout",
     "pipeline_reads",
+    "threadlocal",
+    "reset_on_return",
 ];
 
 struct Settings {
@@ -489,6 +617,8 @@ struct Settings {
     max_waiting_given: bool,
     echo: bool,
     pipeline_reads: bool,
+    threadlocal: bool,
+    reset_on_return: ResetOnReturn,
     driver: DriverOptions,
 }
 
@@ -559,6 +689,15 @@ impl Settings {
             max_waiting_given,
             echo: flag("echo")?.unwrap_or(false),
             pipeline_reads: flag("pipeline_reads")?.unwrap_or(false),
+            threadlocal: flag("threadlocal")?.unwrap_or(false),
+            reset_on_return: url
+                .param("reset_on_return")
+                .map(|v| {
+                    ResetOnReturn::parse(v)
+                        .ok_or_else(|| bad_setting("reset_on_return", v, "auto, rollback, discard or none"))
+                })
+                .transpose()?
+                .unwrap_or_default(),
             driver: DriverOptions {
                 statement_cache_size: count("statement_cache_size")?
                     .unwrap_or(DriverOptions::default().statement_cache_size),
@@ -587,6 +726,8 @@ impl Settings {
         }
         self.echo = o.echo.unwrap_or(self.echo);
         self.pipeline_reads = o.pipeline_reads.unwrap_or(self.pipeline_reads);
+        self.threadlocal = o.threadlocal.unwrap_or(self.threadlocal);
+        self.reset_on_return = o.reset_on_return.unwrap_or(self.reset_on_return);
         let d = &mut self.driver;
         d.statement_cache_size = o.statement_cache_size.unwrap_or(d.statement_cache_size);
         d.statement_timeout = o.statement_timeout.or(d.statement_timeout);

@@ -42,12 +42,19 @@ pub enum ErrorKind {
     NoRows,
     /// A misuse of the API that the types could not rule out (e.g. a closed transaction).
     Usage,
+    /// The transaction was rolled back instead of committed (it failed at
+    /// an earlier statement, or the server ended it): none of its work was kept.
+    RolledBack,
 }
 
 /// The error type of every fallible Reservoir call.
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    /// The server answered with this error (rather than the client
+    /// failing before or after it): inside a PostgreSQL transaction, such
+    /// an answer means the transaction has failed.
+    from_server: bool,
     source: Option<Box<dyn StdError + Send + Sync>>,
 }
 
@@ -60,6 +67,7 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            from_server: false,
             source: None,
         }
     }
@@ -80,6 +88,17 @@ impl Error {
             },
             message,
         )
+    }
+
+    /// Marks the error as the server's own answer.
+    pub(crate) fn answered_by_server(mut self) -> Self {
+        self.from_server = true;
+        self
+    }
+
+    /// Whether the server answered with this error.
+    pub(crate) fn is_server_answer(&self) -> bool {
+        self.from_server
     }
 
     /// The classification of this error.
@@ -152,6 +171,7 @@ fn kind_name(kind: &ErrorKind) -> &'static str {
         ErrorKind::Config => "invalid configuration",
         ErrorKind::NoRows => "no rows",
         ErrorKind::Usage => "usage error",
+        ErrorKind::RolledBack => "transaction rolled back",
     }
 }
 

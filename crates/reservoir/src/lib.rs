@@ -39,6 +39,7 @@ pub mod cursor;
 pub mod driver;
 mod engine;
 pub mod error;
+mod exec;
 mod manager;
 pub mod meta;
 pub mod params;
@@ -53,6 +54,7 @@ pub mod value;
 
 pub use connection::Connection;
 pub use cursor::Cursor;
+pub use driver::session::ResetOnReturn;
 pub use engine::{Acquire, Connecting, Engine, EngineBuilder, IntoUrl};
 pub use error::{Error, ErrorKind, Result};
 pub use meta::{MetaData, Table};

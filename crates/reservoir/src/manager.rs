@@ -1,14 +1,35 @@
 //! The pool's view of a database connection: opens through the engine's
-//! driver, rolls back on return, discards when broken.
+//! driver, resets on return as `reset_on_return` says (within a deadline:
+//! a reset that cannot finish discards the connection), discards when broken.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use crate::driver::session::ResetOnReturn;
 use crate::driver::{AnyConnection, Driver};
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::pool::{Interrupt, Manager};
+
+/// The longest a reset on return may take (a silent server never answers
+/// it): past it the connection is discarded and its slot freed. Generous:
+/// a reset settles an abandoned statement, which may take a cancel round
+/// trip and the server's own time to stop it.
+const RESET_DEADLINE: Duration = Duration::from_secs(10);
 
 pub(crate) struct DriverManager {
     pub driver: Arc<dyn Driver>,
+    pub reset_on_return: ResetOnReturn,
+}
+
+impl DriverManager {
+    /// Whether this return resets the whole session.
+    fn full_reset(&self, conn: &AnyConnection) -> bool {
+        match self.reset_on_return {
+            ResetOnReturn::Discard => true,
+            ResetOnReturn::Auto => conn.session().state_changed(),
+            ResetOnReturn::Rollback | ResetOnReturn::None => false,
+        }
+    }
 }
 
 impl Manager for DriverManager {
@@ -32,11 +53,18 @@ impl Manager for DriverManager {
     }
 
     fn needs_reset(&self, conn: &Self::Connection) -> bool {
-        conn.in_transaction()
+        conn.needs_reset() || self.full_reset(conn)
     }
 
     async fn reset(&self, conn: &mut Self::Connection) -> Result<()> {
-        conn.reset().await
+        let full = self.full_reset(conn);
+        match tokio::time::timeout(RESET_DEADLINE, conn.reset(full)).await {
+            Ok(reset) => reset,
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!("the reset on return did not finish within {RESET_DEADLINE:?}"),
+            )),
+        }
     }
 
     fn interrupt_handle(&self, conn: &Self::Connection) -> Option<Arc<dyn Interrupt>> {

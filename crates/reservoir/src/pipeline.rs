@@ -26,10 +26,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::connection::{log_statement, statements_logged};
 use crate::driver::SharedReader;
 use crate::engine::EngineInner;
 use crate::error::{Error, ErrorKind, Result};
+use crate::exec::{log_statement, statements_logged};
 use crate::manager::DriverManager;
 use crate::pool::Pooled;
 use crate::row::Row;
@@ -151,7 +151,7 @@ impl Pipeline {
         let leases = self.lock();
         if leases.is_empty() {
             drop(leases);
-            let status = engine.pool.status();
+            let status = engine.core.pool.status();
             return (status.idle == 0 && status.size >= status.max).then_some(Place::Spare);
         }
         Some(self.place_in(leases, engine, true))
@@ -166,11 +166,11 @@ impl Pipeline {
         params: Vec<Value>,
         limit: Option<usize>,
     ) -> Result<Vec<Row>> {
-        if engine.pool.is_closed() {
+        if engine.core.pool.is_closed() {
             return Err(Error::pool_closed());
         }
         let seat = self.seat(engine, first).await?;
-        let started = statements_logged(engine.echo).then(Instant::now);
+        let started = statements_logged(engine.core.echo).then(Instant::now);
         let result = if seat.lease.reader.is_some() {
             seat.read(sql, params, limit).await
         } else {
@@ -190,7 +190,7 @@ impl Pipeline {
             }
         };
         if let Some(started) = started {
-            log_statement(engine.echo, sql, started.elapsed(), result.is_ok());
+            log_statement(engine.core.echo, sql, started.elapsed(), result.is_ok());
         }
         result
     }
@@ -203,7 +203,7 @@ impl Pipeline {
         match first {
             Place::Seat(seat) => return Ok(seat),
             Place::Spare => {
-                if let Some(pooled) = engine.pool.acquire_idle(caller).await {
+                if let Some(pooled) = engine.core.pool.acquire_idle(caller).await {
                     return Self::open(engine, pooled?).await;
                 }
             }
@@ -220,7 +220,7 @@ impl Pipeline {
             // pool's queue, handing back a connection granted meanwhile.
             let waiting = InPoolQueue::new(&self.queued);
             tokio::select! {
-                pooled = engine.pool.acquire_from(caller) => {
+                pooled = engine.core.pool.acquire_from(caller) => {
                     drop(waiting);
                     return Self::open(engine, pooled?).await;
                 }
@@ -246,10 +246,10 @@ impl Pipeline {
         engine: &Arc<EngineInner>,
         spare: bool,
     ) -> Place {
-        if spare && leases.len() < engine.pool.config().capacity() {
+        if spare && leases.len() < engine.core.pool.config().capacity() {
             return Place::Spare;
         }
-        if engine.pool.waiting() > self.queued.load(SeqCst) {
+        if engine.core.pool.waiting() > self.queued.load(SeqCst) {
             return Place::None;
         }
         let Some(lease) = leases

@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 
 use crate::driver::RowSource;
+use crate::driver::session::StreamGuard;
 use crate::error::{Error, Result};
 use crate::pool::BoxFuture;
 use crate::row::Row;
@@ -17,9 +18,10 @@ use crate::row::Row;
 /// stops the query.
 pub struct RowStream<'c> {
     /// Locking (and if lazy, checking out) the connection, then starting the query.
-    opening: Option<BoxFuture<'static, Result<Box<dyn RowSource>>>>,
-    /// `None` once the rows have ended (or failed to start).
-    source: Option<Box<dyn RowSource>>,
+    opening: Option<BoxFuture<'static, Result<Opened>>>,
+    /// `None` once the rows have ended (or failed to start). The guard
+    /// tells the session a stream holds the wire while the rows last.
+    source: Option<Opened>,
     error: Option<Error>,
     _conn: PhantomData<&'c mut ()>,
 }
@@ -32,8 +34,11 @@ impl std::fmt::Debug for RowStream<'_> {
     }
 }
 
+/// A started query's rows, and the guard that holds the session's wire.
+pub(crate) type Opened = (Box<dyn RowSource>, StreamGuard);
+
 impl RowStream<'_> {
-    pub(crate) fn opening(opening: BoxFuture<'static, Result<Box<dyn RowSource>>>) -> Self {
+    pub(crate) fn opening(opening: BoxFuture<'static, Result<Opened>>) -> Self {
         RowStream {
             opening: Some(opening),
             source: None,
@@ -43,7 +48,7 @@ impl RowStream<'_> {
     }
 
     /// Rows of a source already open (a cursor's).
-    pub(crate) fn open(source: Box<dyn RowSource>) -> Self {
+    pub(crate) fn open(source: Opened) -> Self {
         RowStream {
             opening: None,
             source: Some(source),
@@ -83,7 +88,7 @@ impl Stream for RowStream<'_> {
         if let Some(error) = this.error.take() {
             return Poll::Ready(Some(Err(error)));
         }
-        let Some(source) = this.source.as_mut() else {
+        let Some((source, _)) = this.source.as_mut() else {
             return Poll::Ready(None);
         };
         let next = std::task::ready!(source.poll_next(cx));

@@ -1,76 +1,17 @@
-//! Transactions and savepoints. A `Transaction` that is dropped without
-//! `commit` rolls back (a savepoint rolls back to itself) before its
-//! connection runs anything else.
+//! Transactions and savepoints: handles on the levels of a connection's
+//! [`Session`](crate::driver::session::Session), which owns the depth and
+//! status. A level ended (by its own handle, by an outer level, or by the
+//! server) stays ended: its handle's later drop does nothing. A
+//! `Transaction` dropped while open rolls back (a savepoint rolls back to
+//! itself) before its connection runs anything else.
 
 use std::ops::{Deref, DerefMut};
 
 use crate::connection::Connection;
-use std::sync::atomic::Ordering::SeqCst;
-
+use crate::driver::session::{self, EndPlan, ended_error, failed_error, savepoint_name};
 use crate::error::Result;
 
-/// Isolation levels (SQL standard names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Isolation {
-    /// READ UNCOMMITTED.
-    ReadUncommitted,
-    /// READ COMMITTED.
-    ReadCommitted,
-    /// REPEATABLE READ.
-    RepeatableRead,
-    /// SERIALIZABLE.
-    Serializable,
-}
-
-impl Isolation {
-    /// The level as SQL writes it.
-    pub fn sql(self) -> &'static str {
-        match self {
-            Isolation::ReadUncommitted => "READ UNCOMMITTED",
-            Isolation::ReadCommitted => "READ COMMITTED",
-            Isolation::RepeatableRead => "REPEATABLE READ",
-            Isolation::Serializable => "SERIALIZABLE",
-        }
-    }
-}
-
-/// How to begin a transaction.
-///
-/// ```
-/// use reservoir::transaction::{Isolation, TxOptions};
-/// let opts = TxOptions::new().isolation(Isolation::Serializable).read_only(true);
-/// assert!(opts.is_read_only());
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TxOptions {
-    isolation: Option<Isolation>,
-    read_only: bool,
-}
-
-impl TxOptions {
-    /// The database's defaults.
-    pub fn new() -> Self {
-        TxOptions::default()
-    }
-    /// Asks for an isolation level.
-    pub fn isolation(mut self, level: Isolation) -> Self {
-        self.isolation = Some(level);
-        self
-    }
-    /// Asks for a read-only transaction.
-    pub fn read_only(mut self, read_only: bool) -> Self {
-        self.read_only = read_only;
-        self
-    }
-    /// The requested isolation level.
-    pub fn isolation_level(&self) -> Option<Isolation> {
-        self.isolation
-    }
-    /// Whether read-only was requested.
-    pub fn is_read_only(&self) -> bool {
-        self.read_only
-    }
-}
+pub use crate::driver::session::{Isolation, TxOptions};
 
 enum TxConn<'c> {
     Borrowed(&'c mut Connection),
@@ -97,35 +38,43 @@ enum TxConn<'c> {
 pub struct Transaction<'c> {
     conn: TxConn<'c>,
     depth: usize,
-    done: bool,
-}
-
-/// The savepoint that a transaction at `depth` (2 and more) stands for.
-pub(crate) fn savepoint_name(depth: usize) -> String {
-    format!("reservoir_sp_{depth}")
+    /// This level's id in the session: it is open while the session still
+    /// has this id at `depth`.
+    level: u64,
 }
 
 impl<'c> Transaction<'c> {
-    pub(crate) fn borrowed(conn: &'c mut Connection, depth: usize) -> Self {
+    pub(crate) fn borrowed(conn: &'c mut Connection, (depth, level): (usize, u64)) -> Self {
         Transaction {
             conn: TxConn::Borrowed(conn),
             depth,
-            done: false,
+            level,
         }
     }
 
     /// A transaction that owns its connection handle (`engine.begin()`).
-    pub(crate) fn owned(conn: Connection, depth: usize) -> Transaction<'static> {
+    pub(crate) fn owned(conn: Connection, (depth, level): (usize, u64)) -> Transaction<'static> {
         Transaction {
             conn: TxConn::Owned(Box::new(conn)),
             depth,
-            done: false,
+            level,
         }
     }
 
     /// 1 for a transaction, 2 and more for nested savepoints.
     pub fn depth(&self) -> usize {
         self.depth
+    }
+
+    /// Whether this level is still open: not committed or rolled back by
+    /// itself, by an outer level, or by the server.
+    pub fn is_active(&self) -> bool {
+        self.link_session()
+            .is_some_and(|s| s.is_live(self.depth, self.level))
+    }
+
+    fn link_session(&self) -> Option<std::sync::Arc<session::Session>> {
+        self.link().session()
     }
 
     /// Begins a nested transaction: a savepoint.
@@ -136,42 +85,83 @@ impl<'c> Transaction<'c> {
     /// Begins a savepoint; asking for another isolation level than the
     /// outer transaction's is an error.
     pub async fn begin_with(&mut self, options: TxOptions) -> Result<Transaction<'_>> {
-        let depth = self.begin_at(options).await?;
-        Ok(Transaction::borrowed(self, depth))
+        self.check_open()?;
+        let level = self.begin_at(options).await?;
+        Ok(Transaction::borrowed(self, level))
     }
 
-    /// Commits (a savepoint is released into its outer transaction).
-    pub async fn commit(mut self) -> Result<()> {
-        let sql = if self.depth == 1 {
-            "COMMIT".to_string()
-        } else {
-            format!("RELEASE SAVEPOINT {}", savepoint_name(self.depth))
-        };
-        self.simple(&sql).await?;
-        self.finished();
-        Ok(())
-    }
-
-    /// Rolls back (a savepoint rolls back to itself; outer work is kept).
-    pub async fn rollback(mut self) -> Result<()> {
-        let sql = self.rollback_sql();
-        self.finished();
-        self.simple(&sql).await
-    }
-
-    fn finished(&mut self) {
-        self.done = true;
-        self.link().tx_depth.store(self.depth - 1, SeqCst);
-    }
-
-    fn rollback_sql(&self) -> String {
-        if self.depth == 1 {
-            "ROLLBACK".to_string()
-        } else {
-            let sp = savepoint_name(self.depth);
-            format!("ROLLBACK TO SAVEPOINT {sp}; RELEASE SAVEPOINT {sp}")
+    /// Refuses work on a level that has ended (by an outer level or the server).
+    fn check_open(&self) -> Result<()> {
+        match self.plan(false) {
+            EndPlan::AlreadyEnded => Err(already_ended()),
+            EndPlan::EndedByServer(why) => Err(ended_error(why)),
+            _ => Ok(()),
         }
     }
+
+    fn plan(&self, commit: bool) -> EndPlan {
+        match self.link_session() {
+            Some(s) => s.plan_end(self.depth, self.level, commit),
+            None => EndPlan::AlreadyEnded,
+        }
+    }
+
+    /// Commits (a savepoint is released into its outer transaction), and
+    /// ends every level inside this one. An error of kind
+    /// [`ErrorKind::RolledBack`](crate::ErrorKind::RolledBack) if the
+    /// transaction had failed or the server had rolled it back: then
+    /// nothing of it was kept (a savepoint's failed work is rolled back to
+    /// the savepoint, and the outer transaction goes on).
+    pub async fn commit(mut self) -> Result<()> {
+        let result = match self.plan(true) {
+            EndPlan::AlreadyEnded => Err(already_ended()),
+            EndPlan::EndedByServer(why) => Err(ended_error(why)),
+            EndPlan::RollBackFailed => self.end(false).await.and(Err(failed_error())),
+            EndPlan::Send => self.end(true).await,
+        };
+        self.forget();
+        result
+    }
+
+    /// Rolls back (a savepoint rolls back to itself; outer work is kept),
+    /// and ends every level inside this one. Rolling back a level the
+    /// server already rolled back is `Ok`.
+    pub async fn rollback(mut self) -> Result<()> {
+        let result = match self.plan(false) {
+            EndPlan::AlreadyEnded => Err(already_ended()),
+            EndPlan::EndedByServer(session::EndedBy::RolledBack) => Ok(()),
+            EndPlan::EndedByServer(why) => Err(ended_error(why)),
+            EndPlan::RollBackFailed | EndPlan::Send => self.end(false).await,
+        };
+        self.forget();
+        result
+    }
+
+    /// Sends this level's end and records it (whatever the answer: after a
+    /// failed COMMIT or ROLLBACK the server has ended the transaction too,
+    /// and a failed RELEASE leaves the pool's reset to clean up).
+    async fn end(&mut self, commit: bool) -> Result<()> {
+        let sql = match (commit, self.depth) {
+            (true, 1) => "COMMIT".to_string(),
+            (true, d) => format!("RELEASE SAVEPOINT {}", savepoint_name(d)),
+            (false, 1) => "ROLLBACK".to_string(),
+            (false, d) => session::rollback_to(d),
+        };
+        let result = self.simple(&sql).await;
+        if let Some(s) = self.link_session() {
+            s.end_levels(self.depth);
+        }
+        result
+    }
+
+    /// Nothing left for `Drop` to do.
+    fn forget(&mut self) {
+        self.level = 0;
+    }
+}
+
+fn already_ended() -> crate::Error {
+    crate::Error::usage("this transaction has already ended: an outer level (or the server) ended it")
 }
 
 impl std::fmt::Debug for Transaction<'_> {
@@ -204,10 +194,10 @@ impl DerefMut for Transaction<'_> {
 
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
-        if !self.done {
-            let sql = self.rollback_sql();
-            self.link().queue(sql);
-            self.finished();
+        if self.level != 0 {
+            if let Some(s) = self.link_session() {
+                s.drop_level(self.depth, self.level);
+            }
         }
     }
 }

@@ -195,6 +195,7 @@ async fn reads_dropped_anywhere_leave_no_answer_behind(db: Db) {
             }
             let n: i64 = conn.fetch_scalar(&db.echo(), params! {"n" => run as i64}).await?;
             assert_eq!(n, run as i64);
+            drop(conn);
             // Connectionless: a checkout of its own.
             let one = engine.fetch_one(&db.series(1), ()).await?;
             assert_eq!(one.get::<i64>(0)?, 1);
@@ -301,15 +302,19 @@ async fn contextual_transactions_dropped_anywhere_keep_all_or_nothing(db: Db) {
     let insert = format!("INSERT INTO {t} (id) VALUES (:id)");
     transaction_at_every_await_point(&db, &engine, &t, async |run| {
         let base = 10 * run as i64;
-        let tx = engine.begin().await?;
-        engine.execute(&insert, params! {"id" => base}).await?;
-        {
-            let savepoint = engine.begin().await?;
-            engine.execute(&insert, params! {"id" => base + 5}).await?;
-            drop(savepoint);
-        }
-        engine.execute(&insert, params! {"id" => base + 1}).await?;
-        tx.commit().await
+        engine
+            .scope(async {
+                let tx = engine.begin().await?;
+                engine.execute(&insert, params! {"id" => base}).await?;
+                {
+                    let savepoint = engine.begin().await?;
+                    engine.execute(&insert, params! {"id" => base + 5}).await?;
+                    drop(savepoint);
+                }
+                engine.execute(&insert, params! {"id" => base + 1}).await?;
+                tx.commit().await
+            })
+            .await
     })
     .await;
 }

@@ -151,15 +151,20 @@ async fn connectionless_execution_joins_the_tasks_transaction(db: Db) {
             .await
             .unwrap();
     }
-    let tx = engine.begin().await.unwrap();
-    add(&engine, &t, 1).await;
-    add(&engine, &t, 2).await;
-    let seen: i64 = engine
-        .fetch_scalar(&format!("SELECT count(*) FROM {t}"), ())
-        .await
-        .unwrap();
-    assert_eq!(seen, 2, "connectionless reads see the transaction's rows");
-    tx.rollback().await.unwrap();
+    // Inside a scope, connectionless statements join the scope's transaction.
+    engine
+        .scope(async {
+            let tx = engine.begin().await.unwrap();
+            add(&engine, &t, 1).await;
+            add(&engine, &t, 2).await;
+            let seen: i64 = engine
+                .fetch_scalar(&format!("SELECT count(*) FROM {t}"), ())
+                .await
+                .unwrap();
+            assert_eq!(seen, 2, "connectionless reads see the transaction's rows");
+            tx.rollback().await.unwrap();
+        })
+        .await;
     let kept: i64 = engine
         .fetch_scalar(&format!("SELECT count(*) FROM {t}"), ())
         .await
@@ -184,18 +189,22 @@ async fn engine_begin_inside_a_contextual_transaction_is_a_savepoint(db: Db) {
     let engine = db.engine().await;
     let t = fresh_table(&db, &engine, "ctx_savepoint", "id INTEGER PRIMARY KEY").await;
     let insert = format!("INSERT INTO {t} (id) VALUES (:id)");
-    let outer = engine.begin().await.unwrap();
-    engine.execute(&insert, params! {"id" => 1}).await.unwrap();
-    {
-        let inner = engine.begin().await.unwrap();
-        assert_eq!(inner.depth(), 2, "a savepoint on the task's transaction");
-        engine.execute(&insert, params! {"id" => 2}).await.unwrap();
-        inner.rollback().await.unwrap();
-    }
-    let inner = engine.begin().await.unwrap();
-    engine.execute(&insert, params! {"id" => 3}).await.unwrap();
-    inner.commit().await.unwrap();
-    outer.commit().await.unwrap();
+    engine
+        .scope(async {
+            let outer = engine.begin().await.unwrap();
+            engine.execute(&insert, params! {"id" => 1}).await.unwrap();
+            {
+                let inner = engine.begin().await.unwrap();
+                assert_eq!(inner.depth(), 2, "a savepoint on the scope's transaction");
+                engine.execute(&insert, params! {"id" => 2}).await.unwrap();
+                inner.rollback().await.unwrap();
+            }
+            let inner = engine.begin().await.unwrap();
+            engine.execute(&insert, params! {"id" => 3}).await.unwrap();
+            inner.commit().await.unwrap();
+            outer.commit().await.unwrap();
+        })
+        .await;
     let ids = common::ids(
         &engine
             .fetch_all(&format!("SELECT id FROM {t} ORDER BY id"), ())

@@ -74,14 +74,18 @@ async fn implicit_statements_join_the_tasks_transaction(db: Db) {
     let engine = meta.set_bind(&db.url()).await.unwrap();
     let t = fresh_table(&db, &engine, "meta_tx", "id INTEGER PRIMARY KEY").await;
     let table = meta.table(&t);
-    let tx = engine.begin().await.unwrap();
-    table
-        .insert()
-        .values([("id", Value::from(1))])
-        .execute()
-        .await
-        .unwrap();
-    tx.rollback().await.unwrap();
+    engine
+        .scope(async {
+            let tx = engine.begin().await.unwrap();
+            table
+                .insert()
+                .values([("id", Value::from(1))])
+                .execute()
+                .await
+                .unwrap();
+            tx.rollback().await.unwrap();
+        })
+        .await;
     assert!(table.select().fetch_all().await.unwrap().is_empty());
 }
 

@@ -93,17 +93,21 @@ async fn reads_in_a_transaction_stay_on_its_connection(db: Db) {
         let engine = engine.clone();
         tokio::spawn(async move { read_storm(&db, &engine, 8, 50).await })
     };
-    let tx = engine.begin().await.unwrap();
     engine
-        .execute(&format!("INSERT INTO {t} (id) VALUES (1)"), ())
-        .await
-        .unwrap();
-    let seen: i64 = engine
-        .fetch_scalar(&format!("SELECT COUNT(*) FROM {t}"), ())
-        .await
-        .unwrap();
-    assert_eq!(seen, 1, "the read joined the transaction");
-    tx.rollback().await.unwrap();
+        .scope(async {
+            let tx = engine.begin().await.unwrap();
+            engine
+                .execute(&format!("INSERT INTO {t} (id) VALUES (1)"), ())
+                .await
+                .unwrap();
+            let seen: i64 = engine
+                .fetch_scalar(&format!("SELECT COUNT(*) FROM {t}"), ())
+                .await
+                .unwrap();
+            assert_eq!(seen, 1, "the read joined the transaction");
+            tx.rollback().await.unwrap();
+        })
+        .await;
     storm.await.unwrap();
     let after: i64 = engine
         .fetch_scalar(&format!("SELECT COUNT(*) FROM {t}"), ())

@@ -154,43 +154,6 @@ async fn a_connection_kept_after_a_dropped_query_does_not_wait_for_it() {
     );
 }
 
-/// Between operations nobody drives the connection's I/O from a statement,
-/// yet it still moves: a cursor dropped inside a transaction sends its
-/// `CLOSE` from `Drop`, and the server runs it while the application does
-/// nothing with the connection. The `FETCH` before it read the socket from
-/// the test's own task, so this also checks that the I/O was handed back
-/// to the connection's background task when that operation ended.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dropped_cursor_is_closed_while_the_connection_is_idle() {
-    let engine = single_connection_engine().await;
-    let mut conn = engine.acquire().await.unwrap();
-    let pid = backend_pid(&mut conn).await;
-    let mut tx = conn.begin().await.unwrap();
-    let mut cur = tx.cursor("SELECT generate_series(1, 1000)", ()).await.unwrap();
-    assert_eq!(cur.fetch(5).await.unwrap().len(), 5);
-    drop(cur);
-
-    let admin = Db::postgres().engine().await;
-    let last_query = "SELECT query FROM pg_stat_activity WHERE pid = :pid";
-    let started = Instant::now();
-    loop {
-        let query: String = admin
-            .fetch_scalar(last_query, reservoir::params! {"pid" => pid})
-            .await
-            .unwrap();
-        if query.starts_with("CLOSE reservoir_cursor_") {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the backend's last statement is still {query:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    admin.close().await;
-    tx.commit().await.unwrap();
-}
-
 #[tokio::test]
 async fn connect_errors_carry_the_reason_and_never_the_password() {
     let err = Engine::connect("postgres://postgres:hunter2@127.0.0.1:1/test")

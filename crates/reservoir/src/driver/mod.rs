@@ -10,6 +10,7 @@ pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod prefetch;
+pub mod session;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -179,7 +180,7 @@ pub trait Driver: Send + Sync + 'static {
     /// Opens a new connection.
     fn connect(&self) -> BoxFuture<'_, Result<AnyConnection>>;
     /// The statement that begins a transaction with `options`.
-    fn begin_sql(&self, options: &crate::transaction::TxOptions) -> Result<String>;
+    fn begin_sql(&self, options: &session::TxOptions) -> Result<String>;
     /// How the dialect quotes identifiers (MySQL: a backtick).
     fn identifier_quote(&self) -> char {
         '"'
@@ -229,13 +230,16 @@ pub trait RawConnection: Send + 'static {
     fn simple<'a>(&'a mut self, sql: &'a str) -> BoxFuture<'a, Result<()>>;
     /// Checks the connection works.
     fn ping(&mut self) -> BoxFuture<'_, Result<()>>;
-    /// Queues `sql` to run before the next operation, without waiting for it
-    /// (how a dropped transaction rolls back: `Drop` cannot await).
-    fn enqueue(&mut self, sql: &str);
-    /// Waits for queued work and rolls back any open transaction.
-    fn reset(&mut self) -> BoxFuture<'_, Result<()>>;
-    /// Whether a transaction is open (or work may still be running).
-    fn in_transaction(&self) -> bool;
+    /// The session's state: transaction status and levels, SQL queued by
+    /// `Drop` impls (run before the next operation).
+    fn session(&self) -> &Arc<session::Session>;
+    /// Settles abandoned work and rolls back any open transaction; with
+    /// `full`, resets the whole session too (settings, temp tables, listens,
+    /// prepared statements) where the dialect can.
+    fn reset(&mut self, full: bool) -> BoxFuture<'_, Result<()>>;
+    /// Whether the connection must be reset before reuse: a transaction is
+    /// open, SQL is queued, or an operation was abandoned mid-flight.
+    fn needs_reset(&self) -> bool;
     /// Whether the connection is unusable.
     fn is_broken(&self) -> bool;
     /// A handle that interrupts the running statement from elsewhere.

@@ -13,6 +13,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection as Sqlite, OpenFlags, ffi};
 use tokio::sync::oneshot;
 
+use super::session::{Session, TxStatus};
 use super::{AnyConnection, Driver, DriverOptions, Prefetch, RawConnection, RowSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::{BoxFuture, Interrupt};
@@ -115,9 +116,9 @@ impl Driver for SqliteDriver {
     /// busy timeout instead of one failing when it upgrades its read lock.
     /// SQLite transactions are always serializable, which satisfies any
     /// requested isolation level.
-    fn begin_sql(&self, options: &crate::transaction::TxOptions) -> Result<String> {
+    fn begin_sql(&self, options: &super::session::TxOptions) -> Result<String> {
         Ok(if options.is_read_only() {
-            "BEGIN DEFERRED"
+            READ_ONLY_BEGIN
         } else {
             "BEGIN IMMEDIATE"
         }
@@ -166,9 +167,14 @@ impl Driver for SqliteDriver {
             let interrupt = ready_rx.await.map_err(|_| {
                 Error::new(ErrorKind::Connect, "the SQLite worker thread died while opening")
             })??;
+            let interrupt = Arc::new(SqliteInterrupt(interrupt));
             Ok(AnyConnection::Sqlite(Box::new(SqliteConnection {
-                worker: Worker { tx, state },
-                interrupt: Arc::new(SqliteInterrupt(interrupt)),
+                worker: Worker {
+                    tx,
+                    state,
+                    interrupt: Arc::clone(&interrupt),
+                },
+                interrupt,
             })))
         })
     }
@@ -246,11 +252,24 @@ struct WorkerState {
     pending: AtomicUsize,
     /// Whether the connection is outside a transaction (after the last command).
     autocommit: AtomicBool,
+    /// Transaction status and levels, queued SQL (see `Session`); the
+    /// worker reports SQLite's autocommit flag to it after every command.
+    session: Arc<Session>,
+    /// The sequence number of the command the worker is running (0: none);
+    /// its lock orders an abandoning caller's interrupt against the
+    /// worker moving on to the next command.
+    running: Mutex<u64>,
+    /// Numbers the commands sent.
+    sent: AtomicU64,
     /// The worker thread has ended.
     gone: AtomicBool,
 }
 
 type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// A read-only transaction: SQLite has no READ ONLY transactions, so
+/// `query_only` is on while it lasts (the worker turns it off at its end).
+const READ_ONLY_BEGIN: &str = "BEGIN DEFERRED; PRAGMA query_only = ON";
 
 enum Command {
     Execute(Box<str>, Vec<Value>, Reply<u64>),
@@ -281,8 +300,9 @@ pub struct SqliteConnection {
 /// on the thread in the order sent.
 #[derive(Clone)]
 pub(crate) struct Worker {
-    tx: std_mpsc::Sender<Command>,
+    tx: std_mpsc::Sender<(u64, Command)>,
     state: Arc<WorkerState>,
+    interrupt: Arc<SqliteInterrupt>,
 }
 
 /// Whether the runtime has no more tasks than workers: then a spinning
@@ -316,11 +336,43 @@ struct Request<T> {
     rx: oneshot::Receiver<Result<T>>,
     /// The only statement in flight when it was sent.
     alone: bool,
+    abandon: Abandon,
+}
+
+/// Interrupts the command it names if the future awaiting its answer is
+/// dropped while the worker runs it (a caller's timeout must not leave a
+/// long statement running on the connection); a command not yet started
+/// is skipped by the worker, which sees its reply channel closed.
+struct Abandon {
+    state: Arc<WorkerState>,
+    interrupt: Arc<SqliteInterrupt>,
+    seq: u64,
+    answered: bool,
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let running = self.state.running.lock().unwrap_or_else(|e| e.into_inner());
+        if *running == self.seq {
+            self.interrupt.0.interrupt();
+        }
+    }
 }
 
 impl<T> Request<T> {
     async fn answer(self) -> Result<T> {
-        let Request { sent, mut rx, alone } = self;
+        let Request {
+            sent,
+            mut rx,
+            alone,
+            mut abandon,
+        } = self;
+        if sent.is_err() {
+            abandon.answered = true;
+        }
         sent?;
         // The only statement in flight: nothing else wants this core, and
         // a short statement answers sooner than a park and wake-up would.
@@ -328,8 +380,14 @@ impl<T> Request<T> {
             let started = std::time::Instant::now();
             while started.elapsed() < CALLER_SPIN {
                 match rx.try_recv() {
-                    Ok(result) => return result,
-                    Err(oneshot::error::TryRecvError::Closed) => return Err(worker_gone()),
+                    Ok(result) => {
+                        abandon.answered = true;
+                        return result;
+                    }
+                    Err(oneshot::error::TryRecvError::Closed) => {
+                        abandon.answered = true;
+                        return Err(worker_gone());
+                    }
                     Err(oneshot::error::TryRecvError::Empty) => {
                         for _ in 0..32 {
                             std::hint::spin_loop();
@@ -338,17 +396,32 @@ impl<T> Request<T> {
                 }
             }
         }
-        rx.await.map_err(|_| worker_gone())?
+        let answer = rx.await;
+        abandon.answered = true;
+        answer.map_err(|_| worker_gone())?
     }
 }
 
 impl Worker {
-    fn send(&self, command: Command) -> Result<()> {
+    /// Sends a command (after the session's queued SQL, which runs first:
+    /// commands run in the order sent); returns its sequence number.
+    fn send(&self, command: Command) -> Result<u64> {
+        if self.state.session.has_pending() {
+            for sql in self.state.session.take_pending() {
+                self.send_one(Command::Enqueued(sql.into()))?;
+            }
+        }
+        self.send_one(command)
+    }
+
+    fn send_one(&self, command: Command) -> Result<u64> {
+        let seq = self.state.sent.fetch_add(1, SeqCst) + 1;
         self.state.started();
-        self.tx.send(command).map_err(|_| {
+        self.tx.send((seq, command)).map_err(|_| {
             self.state.finished();
             worker_gone()
-        })
+        })?;
+        Ok(seq)
     }
 
     /// Sends a command now; [`Request::answer`] waits for its reply.
@@ -357,7 +430,18 @@ impl Worker {
         let sent = self.send(make(reply));
         let alone = self.state.load.in_flight.load(SeqCst) == 1
             && is_quiet(tokio::runtime::Handle::try_current().ok().as_ref());
-        Request { sent, rx, alone }
+        let abandon = Abandon {
+            state: Arc::clone(&self.state),
+            interrupt: Arc::clone(&self.interrupt),
+            seq: *sent.as_ref().unwrap_or(&0),
+            answered: false,
+        };
+        Request {
+            sent: sent.map(drop),
+            rx,
+            alone,
+            abandon,
+        }
     }
 
     /// A query sent now; the future waits for its rows.
@@ -379,7 +463,7 @@ impl SqliteConnection {
     }
 
     fn send(&self, command: Command) -> Result<()> {
-        self.worker.send(command)
+        self.worker.send(command).map(drop)
     }
 
     /// A command sent now, its reply as a boxed future (the trait's form).
@@ -448,17 +532,27 @@ impl RawConnection for SqliteConnection {
         self.call(Command::Ping)
     }
 
-    fn enqueue(&mut self, sql: &str) {
-        // Commands run in the order sent, so this runs before anything later.
-        let _ = self.send(Command::Enqueued(sql.into()));
+    fn session(&self) -> &Arc<Session> {
+        &self.worker.state.session
     }
 
-    fn reset(&mut self) -> BoxFuture<'_, Result<()>> {
-        self.call(Command::Reset)
+    /// SQLite's session state (temp tables, pragmas) belongs to the
+    /// engine's own connections: a full reset is a rollback here too.
+    fn reset(&mut self, full: bool) -> BoxFuture<'_, Result<()>> {
+        // Queued SQL is a rollback at most: the reset's ROLLBACK covers it.
+        self.worker.state.session.take_pending();
+        let reset = self.call(Command::Reset);
+        let session = Arc::clone(&self.worker.state.session);
+        Box::pin(async move {
+            reset.await?;
+            session.reset_done(full);
+            Ok(())
+        })
     }
 
-    fn in_transaction(&self) -> bool {
-        self.worker.state.pending.load(SeqCst) > 0 || !self.worker.state.autocommit.load(SeqCst)
+    fn needs_reset(&self) -> bool {
+        let state = &self.worker.state;
+        state.pending.load(SeqCst) > 0 || !state.autocommit.load(SeqCst) || state.session.has_pending()
     }
 
     fn is_broken(&self) -> bool {
@@ -517,10 +611,10 @@ impl RowSource for SqliteRows {
 const WORKER_SPIN: Duration = Duration::from_micros(50);
 
 fn next_command(
-    rx: &std_mpsc::Receiver<Command>,
+    rx: &std_mpsc::Receiver<(u64, Command)>,
     load: &Load,
     runtime: Option<&tokio::runtime::Handle>,
-) -> Option<Command> {
+) -> Option<(u64, Command)> {
     // Spin only while no other statement is in flight (the cores are free),
     // and one spinner per engine at most: under load, spinning threads would
     // only take the cores from the threads doing the work.
@@ -549,38 +643,63 @@ fn next_command(
     rx.recv().ok()
 }
 
+impl Command {
+    /// Whether the caller has given up on the answer (dropped its future)
+    /// before the command started: then it is not run at all.
+    fn abandoned(&self) -> bool {
+        match self {
+            Command::Execute(.., r) | Command::ExecuteMany(.., r) => r.is_closed(),
+            Command::Query(.., r) => r.is_closed(),
+            Command::Simple(_, r) | Command::Reset(r) | Command::Ping(r) => r.is_closed(),
+            Command::Rows(..) | Command::Enqueued(_) => false,
+        }
+    }
+}
+
 fn worker(
     conn: Sqlite,
-    rx: std_mpsc::Receiver<Command>,
+    rx: std_mpsc::Receiver<(u64, Command)>,
     state: &WorkerState,
     runtime: Option<tokio::runtime::Handle>,
 ) {
     let mut shapes = Shapes::new(state.cache_size);
-    while let Some(command) = next_command(&rx, &state.load, runtime.as_ref()) {
+    // `query_only` is on for a read-only transaction (READ_ONLY_BEGIN).
+    let mut query_only = false;
+    while let Some((seq, command)) = next_command(&rx, &state.load, runtime.as_ref()) {
+        if command.abandoned() {
+            state.finished();
+            continue;
+        }
+        *state.running.lock().unwrap_or_else(|e| e.into_inner()) = seq;
         state.arm();
         match command {
             Command::Execute(sql, params, reply) => {
                 let result = execute(&conn, &sql, &params);
-                finish(&conn, state, reply, result);
+                finish(&conn, state, reply, result)
             }
             Command::ExecuteMany(sql, params, reply) => {
                 let result = execute_many(&conn, &sql, &params);
-                finish(&conn, state, reply, result);
+                finish(&conn, state, reply, result)
             }
             Command::Query(sql, params, limit, reply) => {
                 let result = query(&conn, &mut shapes, &sql, &params, limit.unwrap_or(usize::MAX));
-                finish(&conn, state, reply, result);
+                finish(&conn, state, reply, result)
             }
             Command::Simple(sql, reply) => {
                 let result = conn.execute_batch(&sql).map_err(map_error);
-                finish(&conn, state, reply, result);
+                if result.is_ok() && &*sql == READ_ONLY_BEGIN {
+                    query_only = true;
+                }
+                finish(&conn, state, reply, result)
             }
             Command::Enqueued(sql) => {
-                if let Err(error) = conn.execute_batch(&sql) {
+                let result = conn.execute_batch(&sql);
+                if let Err(error) = &result {
                     tracing::debug!(%error, "queued statement failed");
                 }
-                state.autocommit.store(conn.is_autocommit(), SeqCst);
+                publish(&conn, state, result.is_err());
                 state.finished();
+                result.is_err()
             }
             Command::Reset(reply) => {
                 let result = if conn.is_autocommit() {
@@ -588,28 +707,53 @@ fn worker(
                 } else {
                     conn.execute_batch("ROLLBACK").map_err(map_error)
                 };
-                finish(&conn, state, reply, result);
+                finish(&conn, state, reply, result)
             }
             Command::Ping(reply) => {
                 let result = conn.query_row("SELECT 1", [], |_| Ok(())).map_err(map_error);
-                finish(&conn, state, reply, result);
+                finish(&conn, state, reply, result)
             }
             Command::Rows(sql, params, pulls) => {
-                serve_rows(&conn, &mut shapes, &sql, &params, &pulls);
-                state.autocommit.store(conn.is_autocommit(), SeqCst);
+                let failed = serve_rows(&conn, &mut shapes, &sql, &params, &pulls);
+                publish(&conn, state, failed);
                 state.finished();
+                failed
+            }
+        };
+        *state.running.lock().unwrap_or_else(|e| e.into_inner()) = 0;
+        if query_only && conn.is_autocommit() {
+            // The read-only transaction has ended.
+            match conn.execute_batch("PRAGMA query_only = OFF") {
+                Ok(()) => query_only = false,
+                Err(error) => tracing::debug!(%error, "cannot turn query_only off"),
             }
         }
     }
 }
 
+/// Reports the connection's state to the async side: SQLite's autocommit
+/// flag is the server's own word on whether a transaction is open; a
+/// failed command that ended the transaction means SQLite rolled it back.
+fn publish(conn: &Sqlite, state: &WorkerState, failed: bool) {
+    let idle = conn.is_autocommit();
+    state.autocommit.store(idle, SeqCst);
+    let session = &state.session;
+    if idle && failed && session.status() != TxStatus::Idle {
+        session.server_rolled_back();
+    } else {
+        session.observe(if idle { TxStatus::Idle } else { TxStatus::Active });
+    }
+}
+
 /// Publishes the connection state before replying, so a caller that has its
-/// answer also sees `in_transaction()` up to date.
-fn finish<T>(conn: &Sqlite, state: &WorkerState, reply: Reply<T>, result: Result<T>) {
+/// answer also sees the session up to date. Returns whether it failed.
+fn finish<T>(conn: &Sqlite, state: &WorkerState, reply: Reply<T>, result: Result<T>) -> bool {
     let result = state.disarm(result);
-    state.autocommit.store(conn.is_autocommit(), SeqCst);
+    let failed = result.is_err();
+    publish(conn, state, failed);
     state.finished();
     let _ = reply.send(result);
+    failed
 }
 
 struct Bind<'a>(&'a Value);
@@ -662,9 +806,14 @@ fn execute(conn: &Sqlite, sql: &str, params: &[Value]) -> Result<u64> {
     bind_all(&mut stmt, params)?;
     // raw_execute refuses statements that return rows; step through them instead.
     if stmt.column_count() > 0 {
+        // Rows produced, as the other dialects count a SELECT (a statement
+        // with RETURNING produces one row per row it changed).
         let mut rows = stmt.raw_query();
-        while rows.next().map_err(map_error)?.is_some() {}
-        return Ok(conn.changes());
+        let mut produced = 0;
+        while rows.next().map_err(map_error)?.is_some() {
+            produced += 1;
+        }
+        return Ok(produced);
     }
     Ok(stmt.raw_execute().map_err(map_error)? as u64)
 }
@@ -791,14 +940,19 @@ fn serve_rows(
     sql: &str,
     params: &[Value],
     pulls: &std_mpsc::Receiver<Pull>,
-) {
+) -> bool {
     let mut stmt = match conn.prepare_cached(sql).map_err(map_error) {
         Ok(stmt) => stmt,
-        Err(e) => return fail_pulls(pulls, &e),
+        Err(e) => {
+            fail_pulls(pulls, &e);
+            return true;
+        }
     };
     if let Err(e) = bind_all(&mut stmt, params) {
-        return fail_pulls(pulls, &e);
+        fail_pulls(pulls, &e);
+        return true;
     }
+    let mut failed = false;
     let Shape { columns, hints } = shapes.of(sql, &stmt);
     let mut rows = stmt.raw_query();
     let mut exhausted = false;
@@ -820,6 +974,7 @@ fn serve_rows(
                         Err(e) => {
                             result = Err(map_error(e));
                             exhausted = true;
+                            failed = true;
                         }
                     }
                 }
@@ -835,6 +990,7 @@ fn serve_rows(
                         Err(e) => {
                             result = Err(map_error(e));
                             exhausted = true;
+                            failed = true;
                         }
                     }
                 }
@@ -842,6 +998,7 @@ fn serve_rows(
             }
         }
     }
+    failed
 }
 
 fn fail_pulls(pulls: &std_mpsc::Receiver<Pull>, error: &Error) {

@@ -14,12 +14,13 @@ use mysql_async::consts::StatusFlags;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Params};
 
+use super::session::TxOptions;
+use super::session::{Session, TxStatus};
 use super::{AnyConnection, Driver, DriverOptions, InFlight, RawConnection, RowSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::{BoxFuture, Interrupt};
 use crate::row::Row;
 use crate::sql::Placeholder;
-use crate::transaction::TxOptions;
 use crate::url::{DatabaseUrl, Dialect};
 use crate::value::Value;
 use error::{breaks_connection, map_error};
@@ -137,8 +138,7 @@ impl Driver for MysqlDriver {
             });
             Ok(AnyConnection::Mysql(Box::new(MysqlConnection {
                 conn: Arc::new(tokio::sync::Mutex::new(conn)),
-                in_tx: false,
-                queued: Vec::new(),
+                session: Arc::default(),
                 dirty: Arc::new(AtomicBool::new(false)),
                 broken: Arc::new(AtomicBool::new(false)),
                 killer,
@@ -174,11 +174,12 @@ pub(super) type Shared = Arc<tokio::sync::Mutex<Conn>>;
 pub struct MysqlConnection {
     /// Shared with a stream while it is read.
     conn: Shared,
-    in_tx: bool,
-    /// Statements queued by `enqueue` (a dropped transaction's rollback).
-    queued: Vec<String>,
+    /// Transaction status and levels, queued SQL (see `Session`).
+    session: Arc<Session>,
     /// An operation was dropped mid-flight. The protocol cannot be resumed
-    /// from an unknown point, so such a connection is not reused.
+    /// from an unknown point (mysql_async would hand its answer to the next
+    /// statement), so such a connection counts as broken: never reused,
+    /// and its statement is killed when it closes.
     dirty: Arc<AtomicBool>,
     broken: Arc<AtomicBool>,
     killer: Arc<Killer>,
@@ -219,11 +220,34 @@ fn check_count(stmt: &mysql_async::Statement, given: usize) -> std::result::Resu
     Ok(())
 }
 
-/// Whether the server says a transaction is open (from the last OK packet).
-fn server_in_transaction(conn: &Conn) -> Option<bool> {
-    conn.last_ok_packet()
-        .map(|ok| ok.status_flags().contains(StatusFlags::SERVER_STATUS_IN_TRANS))
+/// Feeds the session what the server reported: the transaction flag of
+/// the last OK packet; a deadlock (1213) rolled the whole transaction back.
+pub(super) fn observe<T>(
+    session: &Session,
+    conn: &Conn,
+    result: &std::result::Result<T, mysql_async::Error>,
+) {
+    if let Err(mysql_async::Error::Server(e)) = result {
+        if e.code == ER_LOCK_DEADLOCK {
+            session.server_rolled_back();
+        }
+        return;
+    }
+    if let Some(ok) = conn.last_ok_packet() {
+        let flags = ok.status_flags();
+        session.observe(if flags.contains(StatusFlags::SERVER_STATUS_IN_TRANS) {
+            TxStatus::Active
+        } else {
+            TxStatus::Idle
+        });
+        if flags.contains(StatusFlags::SERVER_SESSION_STATE_CHANGED) {
+            session.note_state_change();
+        }
+    }
 }
+
+/// ER_LOCK_DEADLOCK: the server rolled the transaction back.
+const ER_LOCK_DEADLOCK: u16 = 1213;
 
 impl MysqlConnection {
     /// Locks the connection for one operation and runs the queued
@@ -232,9 +256,14 @@ impl MysqlConnection {
         // Waiting for the lock (a stream may hold it) sends nothing: a
         // future dropped there leaves the connection clean.
         let mut conn = Arc::clone(&self.conn).lock_owned().await;
+        if self.dirty.load(SeqCst) {
+            return Err(abandoned());
+        }
         let op = InFlight::new(&self.dirty);
-        for sql in std::mem::take(&mut self.queued) {
-            if let Err(error) = conn.query_drop(&sql).await {
+        for sql in self.session.take_pending() {
+            let result = conn.query_drop(&sql).await;
+            observe(&self.session, &conn, &result);
+            if let Err(error) = result {
                 if breaks_connection(&error) {
                     self.broken.store(true, SeqCst);
                     return Err(map_error(error));
@@ -253,9 +282,7 @@ impl MysqlConnection {
         mut op: InFlight,
         result: std::result::Result<T, mysql_async::Error>,
     ) -> Result<T> {
-        if let Some(open) = server_in_transaction(conn) {
-            self.in_tx = open;
-        }
+        observe(&self.session, conn, &result);
         if conn.is_disconnected() {
             self.broken.store(true, SeqCst);
         }
@@ -273,15 +300,27 @@ impl MysqlConnection {
         let (op, mut conn) = self.lock().await?;
         let result = async {
             match prepare(&mut conn, sql, params.len()).await {
-                Ok(stmt) => conn.exec_drop(&stmt, params_of(&params)).await?,
+                Ok(stmt) => {
+                    // A statement that returns rows counts them, as the
+                    // other dialects do (MySQL reports 0 rows affected).
+                    let mut result = conn.exec_iter(&stmt, params_of(&params)).await?;
+                    let produces_rows = result.columns().is_some_and(|c| !c.is_empty());
+                    let mut rows = 0u64;
+                    while result.next().await?.is_some() {
+                        rows += 1;
+                    }
+                    let affected = result.affected_rows();
+                    drop(result);
+                    Ok(if produces_rows { rows } else { affected })
+                }
                 // Not every statement can be prepared: those without
                 // parameters go through the text protocol instead.
                 Err(mysql_async::Error::Server(e)) if e.code == ER_UNSUPPORTED_PS && params.is_empty() => {
-                    conn.query_drop(sql).await?
+                    conn.query_drop(sql).await?;
+                    Ok(conn.affected_rows())
                 }
-                Err(e) => return Err(e),
+                Err(e) => Err(e),
             }
-            Ok(conn.affected_rows())
         }
         .await;
         self.finish(&conn, op, result)
@@ -321,8 +360,9 @@ impl RawConnection for MysqlConnection {
 
     fn execute_many<'a>(&'a mut self, sql: &'a str, sets: Vec<Vec<Value>>) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-            let own = !self.in_tx;
             let (op, mut conn) = self.lock().await?;
+            // After the queued SQL (a rollback) has run.
+            let own = self.session.status() == TxStatus::Idle;
             let result = async {
                 if own {
                     conn.query_drop("START TRANSACTION").await?;
@@ -372,12 +412,13 @@ impl RawConnection for MysqlConnection {
         let statement = Statement {
             sql: sql.to_string(),
             params: params_of(&params),
-            queued: std::mem::take(&mut self.queued),
         };
         Box::new(MyRows::start(
             Arc::clone(&self.conn),
             statement,
+            Arc::clone(&self.session),
             Arc::clone(&self.broken),
+            Arc::clone(&self.dirty),
         ))
     }
 
@@ -397,40 +438,63 @@ impl RawConnection for MysqlConnection {
         })
     }
 
-    fn enqueue(&mut self, sql: &str) {
-        self.queued.push(sql.to_string());
+    fn session(&self) -> &Arc<Session> {
+        &self.session
     }
 
-    fn reset(&mut self) -> BoxFuture<'_, Result<()>> {
+    fn reset(&mut self, full: bool) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            if self.dirty.load(SeqCst) {
-                // Stop what the abandoned statement left running; the
-                // connection itself is not reused (see `dirty`).
-                self.killer.interrupt().await;
-                self.broken.store(true, SeqCst);
-                return Err(Error::new(
-                    ErrorKind::Disconnected,
-                    "a statement on this MySQL connection was abandoned mid-flight",
-                ));
-            }
-            self.queued.clear();
+            self.session.take_pending();
             let (op, mut conn) = self.lock().await?;
-            let result = conn.query_drop("ROLLBACK").await;
+            let result = match conn.query_drop("ROLLBACK").await {
+                // COM_RESET_CONNECTION (mysql_async forgets its statements
+                // and reruns the session's init statements).
+                Ok(()) if full => conn.reset().await.map(drop),
+                other => other,
+            };
             self.finish(&conn, op, result)?;
-            self.in_tx = false;
+            self.session.reset_done(full);
             Ok(())
         })
     }
 
-    fn in_transaction(&self) -> bool {
-        self.in_tx || !self.queued.is_empty() || self.dirty.load(SeqCst)
+    fn needs_reset(&self) -> bool {
+        self.session.status() != TxStatus::Idle || self.session.has_pending()
     }
 
     fn is_broken(&self) -> bool {
-        self.broken.load(SeqCst)
+        self.broken.load(SeqCst) || self.dirty.load(SeqCst)
     }
 
     fn interrupt_handle(&self) -> Option<Arc<dyn Interrupt>> {
         Some(Arc::clone(&self.killer) as Arc<dyn Interrupt>)
     }
 }
+
+/// The error of a statement on a connection whose previous statement was
+/// abandoned mid-flight.
+fn abandoned() -> Error {
+    Error::new(
+        ErrorKind::Disconnected,
+        "a statement on this MySQL connection was abandoned mid-flight (its future was \
+         dropped), so the connection cannot be used again",
+    )
+}
+
+impl Drop for MysqlConnection {
+    fn drop(&mut self) {
+        // An abandoned statement may still run on the server: stop it, in
+        // the background and bounded (nobody waits for a drop).
+        if self.dirty.load(SeqCst) {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let killer = Arc::clone(&self.killer);
+                handle.spawn(async move {
+                    let _ = tokio::time::timeout(KILL_DEADLINE, killer.interrupt()).await;
+                });
+            }
+        }
+    }
+}
+
+/// The longest a `KILL QUERY` for an abandoned statement may take.
+const KILL_DEADLINE: Duration = Duration::from_secs(5);

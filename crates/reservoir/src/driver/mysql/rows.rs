@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::Shared;
 use super::error::{breaks_connection, map_error};
 use super::types::Shape;
+use crate::driver::session::Session;
 use crate::driver::{Prefetch, RowSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::BoxFuture;
@@ -33,13 +34,18 @@ pub(super) struct MyRows {
 pub(super) struct Statement {
     pub(super) sql: String,
     pub(super) params: Params,
-    pub(super) queued: Vec<String>,
 }
 
 impl MyRows {
-    pub(super) fn start(conn: Shared, statement: Statement, broken: Arc<AtomicBool>) -> Self {
+    pub(super) fn start(
+        conn: Shared,
+        statement: Statement,
+        session: Arc<Session>,
+        broken: Arc<AtomicBool>,
+        dirty: Arc<AtomicBool>,
+    ) -> Self {
         let (pulls, rx) = mpsc::unbounded_channel();
-        tokio::spawn(serve(conn, statement, rx, broken));
+        tokio::spawn(serve(conn, statement, session, rx, broken, dirty));
         MyRows {
             pulls,
             prefetch: Prefetch::default(),
@@ -87,12 +93,19 @@ impl RowSource for MyRows {
 async fn serve(
     conn: Shared,
     statement: Statement,
+    session: Arc<Session>,
     mut pulls: mpsc::UnboundedReceiver<Pull>,
     broken: Arc<AtomicBool>,
+    dirty: Arc<AtomicBool>,
 ) {
     let mut conn = conn.lock_owned().await;
-    for sql in &statement.queued {
-        if let Err(error) = conn.query_drop(sql).await {
+    if dirty.load(SeqCst) {
+        return;
+    }
+    for sql in session.take_pending() {
+        let result = conn.query_drop(&sql).await;
+        super::observe(&session, &conn, &result);
+        if let Err(error) = result {
             tracing::debug!(%error, "queued statement failed");
         }
     }

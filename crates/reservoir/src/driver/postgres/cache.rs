@@ -34,6 +34,11 @@ impl StatementCache {
         Ok(prepared)
     }
 
+    /// Forgets every statement (after the server deallocated them all).
+    pub(super) fn clear(&self) {
+        self.lock().clear();
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, Prepared>> {
         // Never held across an await; a panic elsewhere leaves it usable.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)

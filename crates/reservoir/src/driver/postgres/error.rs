@@ -27,7 +27,7 @@ pub(super) fn map_error(e: tokio_postgres::Error) -> Error {
             message.push_str(": ");
             message.push_str(detail);
         }
-        return match code {
+        let mapped = match code {
             "57014" if message.contains("statement timeout") => Error::new(ErrorKind::Timeout, message),
             "57014" => Error::new(ErrorKind::Interrupted, format!("statement cancelled: {message}")),
             "57P01" | "57P02" | "57P03" => Error::new(ErrorKind::Disconnected, message),
@@ -35,6 +35,7 @@ pub(super) fn map_error(e: tokio_postgres::Error) -> Error {
             "08P01" if message.starts_with("bind message supplies") => Error::new(ErrorKind::Param, message),
             _ => Error::database(code, message),
         };
+        return mapped.answered_by_server();
     }
     let text = describe(&e);
     if e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) {

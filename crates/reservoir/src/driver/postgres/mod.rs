@@ -27,12 +27,13 @@ use rows::{PgCursor, PgRows};
 pub(crate) use types::PgRow;
 use types::{PgBind, Prepared, Shape, bound, read_row, typed};
 
+use super::session::TxOptions;
+use super::session::{Session, TxStatus};
 use super::{AnyConnection, Driver, DriverOptions, InFlight, RawConnection, RowSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::{BoxFuture, Interrupt};
 use crate::row::Row;
 use crate::sql::Placeholder;
-use crate::transaction::TxOptions;
 use crate::url::{DatabaseUrl, Dialect};
 use crate::value::Value;
 
@@ -104,8 +105,7 @@ impl Driver for PostgresDriver {
                 cache: StatementCache::new(self.cache_size),
                 io,
                 dirty: Arc::new(AtomicBool::new(false)),
-                in_tx: false,
-                queued: Vec::new(),
+                session: Arc::default(),
                 cancel: Arc::new(PgCancel {
                     token: cancel,
                     tls: self.tls.clone(),
@@ -127,15 +127,15 @@ pub struct PgConnection {
     io: Arc<Io>,
     /// An operation was dropped mid-flight: cancel and resync before reuse.
     dirty: Arc<AtomicBool>,
-    in_tx: bool,
-    /// Statements queued by `enqueue` (a dropped transaction's rollback).
-    queued: Vec<String>,
+    /// Transaction status and levels, queued SQL (see `Session`).
+    session: Arc<Session>,
     cancel: Arc<PgCancel>,
     cursors: u64,
 }
 
-/// Tracks transaction state from the statements we send: tokio-postgres does
-/// not expose the server's ReadyForQuery status.
+/// Whether a statement opens (`true`) or ends (`false`) a transaction, from
+/// its first word: tokio-postgres does not expose ReadyForQuery's status
+/// (the wire client of our own will read it instead).
 fn transaction_effect(sql: &str) -> Option<bool> {
     // Runs on every statement: branch on the first letter (nearly every
     // statement is ruled out there), then compare one keyword, without
@@ -171,8 +171,13 @@ impl PgConnection {
         }
         self.cancel.interrupt().await;
         for _ in 0..3 {
-            match self.client.batch_execute("SELECT pg_sleep(0.05)").await {
-                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => continue,
+            let sentinel = "SELECT pg_sleep(0.05)";
+            let result = self.client.batch_execute(sentinel).await.map_err(map_error);
+            // Inside a transaction, the cancelled statement failed it: the
+            // sentinel's answer tells.
+            observe(&self.session, sentinel, &result);
+            match result {
+                Err(e) if e.kind() == &ErrorKind::Interrupted => continue,
                 _ => break,
             }
         }
@@ -190,7 +195,7 @@ impl PgConnection {
                 "connection lost: its I/O has ended (server gone, or its runtime shut down)",
             ));
         }
-        if !self.dirty.load(SeqCst) && self.queued.is_empty() {
+        if !self.dirty.load(SeqCst) && !self.session.has_pending() {
             return Ok(());
         }
         // Boxed: the cancel request's future is large, and would otherwise
@@ -200,15 +205,14 @@ impl PgConnection {
 
     async fn flush_queued_slow(&mut self) -> Result<()> {
         self.settle_abandoned().await;
-        for sql in std::mem::take(&mut self.queued) {
-            if let Err(error) = self.client.batch_execute(&sql).await {
+        for sql in self.session.take_pending() {
+            let result = self.client.batch_execute(&sql).await.map_err(map_error);
+            observe(&self.session, &sql, &result);
+            if let Err(error) = result {
                 if self.client.is_closed() {
-                    return Err(map_error(error));
+                    return Err(error);
                 }
                 tracing::debug!(%error, "queued statement failed");
-            }
-            if let Some(open) = transaction_effect(&sql) {
-                self.in_tx = open;
             }
         }
         Ok(())
@@ -269,12 +273,12 @@ impl PgConnection {
     /// Opens a transaction for one operation when `wanted` and none is open;
     /// returns whether it did (pass that to `end_own`).
     async fn begin_own(&mut self, wanted: bool) -> Result<bool> {
-        if !wanted || self.in_tx {
+        if !wanted || self.session.status() != TxStatus::Idle {
             return Ok(false);
         }
-        self.client.batch_execute("BEGIN").await.map_err(map_error)?;
-        self.in_tx = true;
-        Ok(true)
+        let begun = self.client.batch_execute("BEGIN").await.map_err(map_error);
+        observe(&self.session, "BEGIN", &begun);
+        begun.map(|()| true)
     }
 
     /// Commits (`ok`) or rolls back the transaction `begin_own` opened.
@@ -284,18 +288,20 @@ impl PgConnection {
         }
         let end = if ok { "COMMIT" } else { "ROLLBACK" };
         let ended = self.client.batch_execute(end).await.map_err(map_error);
-        self.in_tx = false;
+        observe(&self.session, end, &ended);
         ended
     }
 
     /// [`RawConnection::execute`], as a future of its own type.
     pub(crate) async fn run_execute(&mut self, sql: &str, params: Vec<Value>) -> Result<u64> {
         let mut op = InFlight::new(&self.dirty);
-        let target = self.ready(sql, &[&params]).await?;
-        let n = execute_one(&self.client, &target, &params).await?;
-        self.note_transaction(sql);
+        let result = match self.ready(sql, &[&params]).await {
+            Ok(target) => execute_one(&self.client, &target, &params).await,
+            Err(e) => Err(e),
+        };
         op.finished = true;
-        Ok(n)
+        observe(&self.session, sql, &result);
+        result
     }
 
     /// [`RawConnection::query`], as a future of its own type.
@@ -306,11 +312,13 @@ impl PgConnection {
         limit: Option<usize>,
     ) -> Result<Vec<Row>> {
         let mut op = InFlight::new(&self.dirty);
-        let target = self.ready(sql, &[&params]).await?;
-        let out = query_rows(&self.client, &target, &params, limit).await?;
-        self.note_transaction(sql);
+        let result = match self.ready(sql, &[&params]).await {
+            Ok(target) => query_rows(&self.client, &target, &params, limit).await,
+            Err(e) => Err(e),
+        };
         op.finished = true;
-        Ok(out)
+        observe(&self.session, sql, &result);
+        result
     }
 
     /// A handle for reads that share this connection (`pipeline_reads`),
@@ -325,11 +333,27 @@ impl PgConnection {
             cache,
         }))
     }
+}
 
-    fn note_transaction(&mut self, sql: &str) {
-        if let Some(open) = transaction_effect(sql) {
-            self.in_tx = open;
+/// Feeds the session what the server's answer to `sql` says: an error
+/// inside a transaction block has aborted it; a success means the block
+/// is usable (in an aborted block only ROLLBACK [TO SAVEPOINT] succeeds);
+/// BEGIN, COMMIT and ROLLBACK open or end it.
+fn observe<T>(session: &Session, sql: &str, result: &Result<T>) {
+    let status = session.status();
+    match result {
+        Err(e) if e.is_server_answer() => {
+            if status != TxStatus::Idle {
+                session.observe(TxStatus::Failed);
+            }
         }
+        Err(_) => {}
+        Ok(_) => match transaction_effect(sql) {
+            Some(true) => session.observe(TxStatus::Active),
+            Some(false) => session.observe(TxStatus::Idle),
+            None if status == TxStatus::Failed => session.observe(TxStatus::Active),
+            None => {}
+        },
     }
 }
 
@@ -342,10 +366,15 @@ impl RawConnection for PgConnection {
         Box::pin(async move {
             let mut op = InFlight::new(&self.dirty);
             let all: Vec<&[Value]> = sets.iter().map(Vec::as_slice).collect();
-            let target = self.ready(sql, &all).await?;
-            let own = self.begin_own(true).await?;
-            let result = pipelined(&self.client, &target, &sets).await;
-            self.end_own(own, result.is_ok()).await?;
+            let result = async {
+                let target = self.ready(sql, &all).await?;
+                let own = self.begin_own(true).await?;
+                let result = pipelined(&self.client, &target, &sets).await;
+                observe(&self.session, sql, &result);
+                self.end_own(own, result.is_ok()).await?;
+                result
+            }
+            .await;
             op.finished = true;
             result
         })
@@ -366,7 +395,7 @@ impl RawConnection for PgConnection {
             &self.io,
             sql.to_string(),
             params,
-            std::mem::take(&mut self.queued),
+            Arc::clone(&self.session),
             Arc::clone(&self.dirty),
             self.cache.clone(),
         ))
@@ -379,28 +408,29 @@ impl RawConnection for PgConnection {
     ) -> BoxFuture<'a, Result<Box<dyn RowSource>>> {
         let sql = sql.to_string();
         Box::pin(async move {
-            if !self.in_tx {
-                return Err(Error::usage(
-                    "a PostgreSQL cursor needs a transaction: call cursor() on a Transaction",
-                ));
-            }
             let mut op = InFlight::new(&self.dirty);
-            self.flush_queued().await?;
             self.cursors += 1;
             let name = format!("reservoir_cursor_{}", self.cursors);
             let declare = format!("DECLARE {name} NO SCROLL CURSOR FOR {sql}");
-            let target = match self.cache {
-                // Each cursor's DECLARE is new: prepared, but not cached.
-                Some(_) => {
-                    let stmt = self.client.prepare(&declare).await.map_err(map_error)?;
-                    check_count(&stmt, &params)?;
-                    Target::Prepared(Prepared::new(stmt))
-                }
-                None => Target::Unnamed(&declare),
-            };
-            execute_one(&self.client, &target, &params).await?;
+            let declared = async {
+                self.flush_queued().await?;
+                let target = match self.cache {
+                    // Each cursor's DECLARE is new: prepared, but not cached.
+                    Some(_) => {
+                        let stmt = self.client.prepare(&declare).await.map_err(map_error)?;
+                        check_count(&stmt, &params)?;
+                        Target::Prepared(Prepared::new(stmt))
+                    }
+                    None => Target::Unnamed(&declare),
+                };
+                execute_one(&self.client, &target, &params).await
+            }
+            .await;
             op.finished = true;
-            Ok(Box::new(PgCursor::new(Arc::clone(&self.client), &self.io, name)) as Box<dyn RowSource>)
+            observe(&self.session, &declare, &declared);
+            declared?;
+            let cursor = PgCursor::new(Arc::clone(&self.client), &self.io, name, &self.session);
+            Ok(Box::new(cursor) as Box<dyn RowSource>)
         })
     }
 
@@ -415,13 +445,18 @@ impl RawConnection for PgConnection {
         let copy = format!("COPY {table} ({cols}) FROM STDIN BINARY");
         driven(Arc::clone(&self.io), async move {
             let mut op = InFlight::new(&self.dirty);
-            self.flush_queued().await?;
-            // Asking for the column types prepares a named statement: behind
-            // a transaction-mode pooler it must share a server session with
-            // its Close, so it gets a transaction of its own.
-            let own = self.begin_own(self.cache.is_none()).await?;
-            let copied = self.copy_rows(&probe, &copy, &rows).await;
-            self.end_own(own, copied.is_ok()).await?;
+            let copied = async {
+                self.flush_queued().await?;
+                // Asking for the column types prepares a named statement: behind
+                // a transaction-mode pooler it must share a server session with
+                // its Close, so it gets a transaction of its own.
+                let own = self.begin_own(self.cache.is_none()).await?;
+                let copied = self.copy_rows(&probe, &copy, &rows).await;
+                observe(&self.session, &copy, &copied);
+                self.end_own(own, copied.is_ok()).await?;
+                copied
+            }
+            .await;
             op.finished = true;
             copied
         })
@@ -430,11 +465,13 @@ impl RawConnection for PgConnection {
     fn simple<'a>(&'a mut self, sql: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let mut op = InFlight::new(&self.dirty);
-            self.flush_queued().await?;
-            self.client.batch_execute(sql).await.map_err(map_error)?;
-            self.note_transaction(sql);
+            let result = match self.flush_queued().await {
+                Ok(()) => self.client.batch_execute(sql).await.map_err(map_error),
+                Err(e) => Err(e),
+            };
             op.finished = true;
-            Ok(())
+            observe(&self.session, sql, &result);
+            result
         })
     }
 
@@ -442,22 +479,33 @@ impl RawConnection for PgConnection {
         Box::pin(async move { self.client.simple_query("").await.map(drop).map_err(map_error) })
     }
 
-    fn enqueue(&mut self, sql: &str) {
-        self.queued.push(sql.to_string());
+    fn session(&self) -> &Arc<Session> {
+        &self.session
     }
 
-    fn reset(&mut self) -> BoxFuture<'_, Result<()>> {
+    fn reset(&mut self, full: bool) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             self.settle_abandoned().await;
-            self.queued.clear();
+            self.session.take_pending();
             self.client.batch_execute("ROLLBACK").await.map_err(map_error)?;
-            self.in_tx = false;
+            if full {
+                // DISCARD ALL deallocates our prepared statements too: the
+                // cache forgets them (their Close, sent on drop, is harmless).
+                self.client
+                    .batch_execute("DISCARD ALL")
+                    .await
+                    .map_err(map_error)?;
+                if let Some(cache) = &self.cache {
+                    cache.clear();
+                }
+            }
+            self.session.reset_done(full);
             Ok(())
         })
     }
 
-    fn in_transaction(&self) -> bool {
-        self.in_tx || !self.queued.is_empty() || self.dirty.load(SeqCst)
+    fn needs_reset(&self) -> bool {
+        self.session.status() != TxStatus::Idle || self.session.has_pending() || self.dirty.load(SeqCst)
     }
 
     fn is_broken(&self) -> bool {

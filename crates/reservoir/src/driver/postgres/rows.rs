@@ -14,6 +14,7 @@ use super::check_count;
 use super::error::map_error;
 use super::io::{Driving, Io, driven};
 use super::types::{Shape, bound, read_row, typed};
+use crate::driver::session::{Session, TxStatus};
 use crate::driver::{Prefetch, RowSource};
 use crate::error::Result;
 use crate::pool::BoxFuture;
@@ -37,7 +38,7 @@ struct Unsent {
     client: Arc<Client>,
     sql: String,
     params: Vec<Value>,
-    queued: Vec<String>,
+    session: Arc<Session>,
     /// The connection's statement cache; `None`: sent unnamed.
     cache: Option<Arc<StatementCache>>,
 }
@@ -54,7 +55,8 @@ pub(super) struct PgRows {
 }
 
 impl PgRows {
-    /// Rows of `sql`, sent on the first pull (after `queued`): prepared
+    /// Rows of `sql`, sent on the first pull (after the session's queued
+    /// SQL): prepared
     /// through `cache`, or without one unnamed, with parameters typed by
     /// their values.
     pub(super) fn new(
@@ -62,7 +64,7 @@ impl PgRows {
         io: &Arc<Io>,
         sql: String,
         params: Vec<Value>,
-        queued: Vec<String>,
+        session: Arc<Session>,
         dirty: Arc<AtomicBool>,
         cache: Option<Arc<StatementCache>>,
     ) -> Self {
@@ -70,7 +72,7 @@ impl PgRows {
             client,
             sql,
             params,
-            queued,
+            session,
             cache,
         };
         PgRows {
@@ -141,23 +143,35 @@ async fn start(unsent: Unsent) -> Result<Started> {
         client,
         sql,
         params,
-        queued,
+        session,
         cache,
     } = unsent;
-    for q in &queued {
-        let _ = client.batch_execute(q).await;
+    for q in session.take_pending() {
+        let result = client.batch_execute(&q).await.map_err(map_error);
+        super::observe(&session, &q, &result);
     }
+    let started = send(&client, &sql, &params, cache).await;
+    super::observe(&session, &sql, &started);
+    started
+}
+
+async fn send(
+    client: &Arc<Client>,
+    sql: &str,
+    params: &[Value],
+    cache: Option<Arc<StatementCache>>,
+) -> Result<Started> {
     let Some(cache) = cache else {
         let rows = client
-            .query_typed_raw(&sql, typed(&params))
+            .query_typed_raw(sql, typed(params))
             .await
             .map_err(map_error)?;
         return Ok((Box::pin(rows), None));
     };
-    let prepared = cache.prepared(&client, &sql).await?;
-    check_count(&prepared.stmt, &params)?;
+    let prepared = cache.prepared(client, sql).await?;
+    check_count(&prepared.stmt, params)?;
     let rows = client
-        .query_raw(&prepared.stmt, bound(&params))
+        .query_raw(&prepared.stmt, bound(params))
         .await
         .map_err(map_error)?;
     Ok((Box::pin(rows), Some(prepared.shape)))
@@ -223,16 +237,21 @@ pub(super) struct PgCursor {
     io: Arc<Io>,
     name: String,
     prefetch: Prefetch,
+    session: Arc<Session>,
+    /// The transaction it was declared in (see `Session::serial`).
+    serial: u64,
 }
 
 impl PgCursor {
     /// A cursor already declared as `name` on `client`.
-    pub(super) fn new(client: Arc<Client>, io: &Arc<Io>, name: String) -> Self {
+    pub(super) fn new(client: Arc<Client>, io: &Arc<Io>, name: String, session: &Arc<Session>) -> Self {
         PgCursor {
             client,
             io: Arc::clone(io),
             name,
             prefetch: Prefetch::default(),
+            serial: session.serial(),
+            session: Arc::clone(session),
         }
     }
 }
@@ -277,13 +296,12 @@ impl RowSource for PgCursor {
 
 impl Drop for PgCursor {
     fn drop(&mut self) {
-        // Closed with the transaction at the latest; close it now if we can.
-        let client = Arc::clone(&self.client);
-        let sql = format!("CLOSE {}", self.name);
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let _ = client.batch_execute(&sql).await;
-            });
+        // Closed before the connection's next statement, while the
+        // transaction it was declared in is open (it ends with it, and a
+        // CLOSE of an unknown cursor would fail a later transaction).
+        let s = &self.session;
+        if s.status() == TxStatus::Active && s.serial() == self.serial {
+            s.queue(format!("CLOSE {}", self.name));
         }
     }
 }
