@@ -18,7 +18,7 @@ use crate::driver::AnyConnection;
 use crate::driver::session::{Session, StreamGuard};
 use crate::engine::EngineInner;
 use crate::error::{Error, ErrorKind, Result};
-use crate::exec::{Timing, deserialize_all, first_row};
+use crate::exec::{Timing, deserialize_all, first_row, statement_span};
 use crate::manager::DriverManager;
 use crate::params::{IntoParams, Params};
 use crate::pool::{BoxFuture, Pooled};
@@ -26,6 +26,7 @@ use crate::row::Row;
 use crate::stream::RowStream;
 use crate::transaction::{Transaction, TxOptions};
 use crate::value::{FromValue, Value};
+use tracing::Instrument;
 
 /// The raw connection shared by a reuse chain, checked out lazily.
 pub(crate) struct Link {
@@ -298,7 +299,11 @@ impl Connection {
         let (sql, values) = self.bind(sql, params.into_params())?;
         // Not through `run`: awaited in place, its future is not boxed.
         let mut running = self.start().await?;
-        let result = running.raw().execute_in_place(&sql, values).await;
+        let result = running
+            .raw()
+            .execute_in_place(&sql, values)
+            .instrument(statement_span(&sql))
+            .await;
         running.finish(&sql, result)
     }
 
@@ -384,7 +389,11 @@ impl Connection {
         let (sql, values) = self.bind(sql, params)?;
         // Not through `run`: awaited in place, its future is not boxed.
         let mut running = self.start().await?;
-        let result = running.raw().query_in_place(&sql, values, limit).await;
+        let result = running
+            .raw()
+            .query_in_place(&sql, values, limit)
+            .instrument(statement_span(&sql))
+            .await;
         running.finish(&sql, result)
     }
 

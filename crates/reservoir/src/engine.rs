@@ -563,7 +563,8 @@ impl EngineBuilder {
     pub async fn build(self) -> Result<Engine> {
         let url = self.url?;
         let settings = Settings::from_url(&url)?.overridden_by(self.overrides);
-        let driver = driver::for_url(&url, &settings.driver)?;
+        // Drivers see only their own URL keys (the engine's are in `settings`).
+        let driver = driver::for_url(&url.without_params(ENGINE_KEYS), &settings.driver)?;
         let pool = Pool::builder(DriverManager {
             driver: Arc::clone(&driver),
             reset_on_return: settings.reset_on_return,
@@ -591,9 +592,9 @@ impl EngineBuilder {
     }
 }
 
-/// The query parameters the engine itself reads; drivers reject any other
-/// parameter they do not know.
-pub(crate) const ENGINE_KEYS: &[&str] = &[
+/// The query parameters the engine itself reads (a driver is given the URL
+/// without them, and rejects any parameter it does not know).
+const ENGINE_KEYS: &[&str] = &[
     "pool_size",
     "max_overflow",
     "min_size",

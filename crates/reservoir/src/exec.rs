@@ -131,7 +131,7 @@ impl Timing {
         // For the reset on return (see `ResetOnReturn::Auto`).
         pooled.session().note_statement(sql);
         if result.as_ref().is_err_and(Error::is_disconnect) {
-            pooled.mark_broken();
+            pooled.mark_disconnected();
         }
         result
     }

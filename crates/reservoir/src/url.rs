@@ -231,6 +231,13 @@ impl DatabaseUrl {
     pub fn query(&self) -> &[(String, String)] {
         &self.query
     }
+    /// The same URL without the query parameters in `keys` (the engine's
+    /// own settings, so that a driver sees only its keys).
+    pub(crate) fn without_params(&self, keys: &[&str]) -> DatabaseUrl {
+        let mut url = self.clone();
+        url.query.retain(|(k, _)| !keys.contains(&k.as_str()));
+        url
+    }
     /// The last value of query parameter `key`.
     pub fn param(&self, key: &str) -> Option<&str> {
         self.query

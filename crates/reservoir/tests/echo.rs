@@ -36,6 +36,34 @@ async fn echo_logs_statements_without_values_or_passwords() {
             .unwrap();
         let shown = format!("{pg:?} {}", pg.url());
         assert!(!shown.contains("hunter2"), "{shown}");
+
+        // An ordinary statement error costs nothing afterwards: only a
+        // statement abandoned mid-flight is settled (cancel and sentinel).
+        let mut conn = pg.acquire().await.unwrap();
+        for _ in 0..3 {
+            let err = conn
+                .execute("SELECT no_such_column FROM pg_class", ())
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Some("42703"), "{err:?}");
+            conn.fetch_one("SELECT 1", ()).await.unwrap();
+        }
+        let settling = "settling a statement abandoned";
+        assert!(
+            !captured.text().contains(settling),
+            "an ordinary error was settled"
+        );
+        let abandoned = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            conn.fetch_one("SELECT pg_sleep(5)", ()),
+        )
+        .await;
+        assert!(abandoned.is_err());
+        conn.fetch_one("SELECT 1", ()).await.unwrap();
+        assert!(
+            captured.text().contains(settling),
+            "the abandoned statement was settled"
+        );
     }
     let log = captured.text();
     assert!(

@@ -532,9 +532,59 @@ async fn a_hanging_connect_fails_at_pool_timeout_and_frees_its_slot() {
         .await
         .unwrap();
     let err = pool.acquire().await.unwrap_err();
-    assert_eq!(err.kind(), &ErrorKind::Connect);
+    assert_eq!(err.kind(), &ErrorKind::PoolTimeout);
+    assert!(
+        err.is_timeout(),
+        "a connect cut short by pool_timeout is a timeout"
+    );
     assert!(err.to_string().contains("pool_timeout"), "{err}");
     assert_eq!(pool.status().size, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_waiter_sees_itself_counted() {
+    let script = Script::default();
+    let pool = builder(&script, 1, 0)
+        .pool_timeout(Duration::from_millis(50))
+        .build()
+        .await
+        .unwrap();
+    let held = pool.acquire().await.unwrap();
+    let err = pool.acquire().await.unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::PoolTimeout);
+    assert_eq!(pool.stats().timed_out, 1, "counted before the waiter woke");
+    drop(held);
+}
+
+/// A connection handed to a waiter just before its deadline is pinged
+/// with what is left of it: a ping cut short by the caller's deadline
+/// says nothing against the connection, which stays in the pool.
+#[tokio::test(start_paused = true)]
+async fn a_ping_cut_short_by_the_callers_deadline_keeps_the_connection() {
+    let script = Script::default();
+    let pool = builder(&script, 1, 0)
+        .pool_timeout(Duration::from_millis(100))
+        .pool_pre_ping(true)
+        .build()
+        .await
+        .unwrap();
+    let held = pool.acquire().await.unwrap();
+    script.0.delay_ms.store(50, SeqCst);
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.acquire().await.map(drop) })
+    };
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    drop(held);
+    let err = waiter.await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::PoolTimeout, "{err:?}");
+    settle().await;
+    assert_eq!(pool.stats().broken, 0, "not closed as broken");
+    assert_eq!(pool.status().size, 1);
+    assert_eq!(pool.status().idle, 1);
+    script.0.delay_ms.store(0, SeqCst);
+    drop(pool.acquire().await.unwrap());
+    assert_eq!(script.opened(), 1, "the same connection serves again");
 }
 
 #[tokio::test(start_paused = true)]

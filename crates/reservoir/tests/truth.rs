@@ -30,6 +30,7 @@ per_dialect!(
     a_cursor_needs_a_transaction,
     read_only_transactions_refuse_writes,
     session_state_does_not_leak_to_the_next_borrower,
+    after_a_disconnect_older_idle_connections_are_checked,
 );
 
 fn raw_begin(db: &Db) -> &'static str {
@@ -602,4 +603,56 @@ async fn session_state_does_not_leak_to_the_next_borrower(db: Db) {
         drop(conn);
         engine.close().await;
     }
+}
+
+/// The server session behind a connection, and how to end it from outside.
+fn session_id_and_kill(db: &Db) -> (&'static str, &'static str) {
+    match db.dialect {
+        Dialect::Postgres => (
+            "SELECT CAST(pg_backend_pid() AS BIGINT)",
+            "SELECT pg_terminate_backend(CAST(:id AS INTEGER))",
+        ),
+        _ => ("SELECT CAST(CONNECTION_ID() AS SIGNED)", "KILL :id"),
+    }
+}
+
+/// Three idle connections whose server sessions were all killed: the
+/// first statement to meet one fails as a disconnect, and the pool (no
+/// pre-ping) then checks the other two before handing them out, so no
+/// later statement fails.
+async fn after_a_disconnect_older_idle_connections_are_checked(db: Db) {
+    if db.dialect == Dialect::Sqlite || db.route == common::Route::PgBouncer {
+        return; // no server sessions of our own to kill
+    }
+    let engine = db.builder().pool_size(3).max_overflow(0).build().await.unwrap();
+    let (whoami, kill) = session_id_and_kill(&db);
+    let mut held = Vec::new();
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let mut conn = engine.acquire().await.unwrap();
+        sessions.push(conn.fetch_scalar::<i64>(whoami, ()).await.unwrap());
+        held.push(conn);
+    }
+    drop(held);
+    all_back(&engine).await;
+    let admin = db.engine().await;
+    for id in &sessions {
+        admin.execute(kill, params! {"id" => *id}).await.unwrap();
+    }
+    admin.close().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut failures = 0;
+    for round in 0..6i64 {
+        match engine
+            .fetch_scalar::<i64>(&db.echo(), params! {"n" => round})
+            .await
+        {
+            Ok(n) => assert_eq!(n, round),
+            Err(e) => {
+                assert!(e.is_disconnect(), "{e:?}");
+                failures += 1;
+            }
+        }
+    }
+    assert!(failures <= 1, "{failures} statements met a killed session");
 }

@@ -53,7 +53,7 @@ impl SqliteDriver {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         }
         for (key, _) in url.query() {
-            if key != "mode" && !crate::engine::ENGINE_KEYS.contains(&key.as_str()) {
+            if key != "mode" {
                 return Err(Error::new(
                     ErrorKind::Url,
                     format!("unknown SQLite URL parameter '{key}' in {url}"),

@@ -13,6 +13,9 @@ use tokio::sync::oneshot;
 use tokio::time::timeout_at;
 
 use super::guard::Pooled;
+
+/// The longest a ping may take when the caller has no earlier deadline.
+const PING_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 use super::manager::{BoxFuture, Manager};
 use super::shared::{Conn, Grant, GrantResult, Shared, Take};
 use super::status::Counters;
@@ -157,6 +160,7 @@ impl<M: Manager> Shared<M> {
             && self.hooks.on_checkout.is_none()
             && !self.due_for_recycle(conn)
             && !self.unusable(conn)
+            && !self.seen_disconnect_since(conn.created)
     }
 
     /// Known dead without a round trip: the manager says it is broken, or
@@ -187,7 +191,7 @@ impl<M: Manager> Shared<M> {
             .pool_timeout
             .and_then(|t| since.unwrap_or_else(Instant::now).checked_add(t));
         let mut pooled = match grant {
-            Grant::Conn(conn) => match self.revalidate(conn, deadline).await {
+            Grant::Conn(conn) => match self.revalidate(conn, deadline).await? {
                 Some(pooled) => pooled,
                 None => self.open(deadline).await?,
             },
@@ -202,39 +206,54 @@ impl<M: Manager> Shared<M> {
     /// Checks a connection taken from the idle list or handed over: recycles
     /// it when too old, closes it when broken (the manager says so without
     /// a round trip), pings it when `pool_pre_ping` is on. `None` means it
-    /// was closed and its slot is the caller's to open a new one in.
+    /// was closed and its slot is the caller's to open a new one in. A
+    /// ping cut short by the caller's own deadline says nothing about the
+    /// connection: it goes back to the idle list and the caller gets
+    /// `PoolTimeout`.
     async fn revalidate(
         self: &Arc<Self>,
         conn: Conn<M::Connection>,
         deadline: Deadline,
-    ) -> Option<Pooled<M>> {
+    ) -> Result<Option<Pooled<M>>> {
         // Idle and handed-over connections are always of the current
         // generation: dispose() drains the idle list and checkin() closes stale ones.
         if self.due_for_recycle(&conn) {
             self.retire(conn);
-            return None;
+            return Ok(None);
         }
         if self.unusable(&conn) {
             // Broke while idle: replaced without a ping.
             Counters::bump(&self.counters.broken);
             self.retire(conn);
-            return None;
+            return Ok(None);
         }
         let mut pooled = Pooled::preparing(Arc::clone(self), conn);
-        if self.config.pool_pre_ping {
-            let ping = self.manager.ping(&mut pooled.conn_mut().raw);
-            let alive = match deadline {
-                Some(deadline) => matches!(timeout_at(deadline, ping).await, Ok(Ok(()))),
-                None => ping.await.is_ok(),
+        if self.config.pool_pre_ping || self.seen_disconnect_since(pooled.conn_mut().created) {
+            // The ping's own deadline, or the caller's if that comes first.
+            let own = Instant::now() + PING_DEADLINE;
+            let (deadline, callers) = match deadline {
+                Some(d) if d < own => (d, true),
+                _ => (own, false),
+            };
+            let alive = match timeout_at(deadline, self.manager.ping(&mut pooled.conn_mut().raw)).await {
+                Ok(answer) => answer.is_ok(),
+                Err(_) if callers => {
+                    // Cut short by the caller's deadline, not the ping's.
+                    self.checkin(pooled.into_conn());
+                    return Err(Error::pool_timeout(
+                        self.config.pool_timeout.unwrap_or(PING_DEADLINE),
+                    ));
+                }
+                Err(_) => false,
             };
             if !alive {
-                tracing::debug!(id = pooled.id(), "pre-ping failed; replacing the connection");
+                tracing::debug!(id = pooled.id(), "ping failed; replacing the connection");
                 Counters::bump(&self.counters.broken);
                 self.retire(pooled.into_conn());
-                return None;
+                return Ok(None);
             }
         }
-        Some(pooled)
+        Ok(Some(pooled))
     }
 
     /// Opens a connection in a slot the caller holds. On failure (or if this
@@ -248,7 +267,7 @@ impl<M: Manager> Shared<M> {
         let raw = match deadline {
             Some(deadline) => timeout_at(deadline, connect).await.map_err(|_| {
                 Error::new(
-                    ErrorKind::Connect,
+                    ErrorKind::PoolTimeout,
                     "opening a connection did not finish within pool_timeout",
                 )
             })??,

@@ -74,6 +74,14 @@ impl<M: Manager> Pooled<M> {
     pub fn mark_broken(&mut self) {
         self.discard = true;
     }
+
+    /// The connection was found disconnected: it is closed when this guard
+    /// drops, and every idle connection opened before now is pinged at its
+    /// next checkout (the server may have restarted under all of them).
+    pub fn mark_disconnected(&mut self) {
+        self.discard = true;
+        self.shared.note_disconnect();
+    }
 }
 
 impl<M: Manager> Deref for Pooled<M> {

@@ -116,6 +116,12 @@ pub(crate) struct Shared<M: Manager> {
     drained: Notify,
     /// The runtimes connections were opened on (see `runtimes`).
     pub runtimes: super::runtimes::Runtimes,
+    /// When a checked-out connection was last found disconnected, as
+    /// nanoseconds after `epoch` (0: never). Connections opened before it
+    /// are pinged at their next checkout: the server may have restarted
+    /// under all of them (SQLAlchemy invalidates the pool the same way).
+    last_disconnect: AtomicU64,
+    epoch: Instant,
 }
 
 impl<M: Manager> Shared<M> {
@@ -124,6 +130,8 @@ impl<M: Manager> Shared<M> {
             manager,
             config,
             hooks,
+            last_disconnect: AtomicU64::new(0),
+            epoch: Instant::now(),
             counters: Counters::default(),
             maintenance: Arc::new(Notify::new()),
             expiry: Arc::new(Notify::new()),
@@ -247,12 +255,10 @@ impl<M: Manager> Shared<M> {
                 return Next::SleepUntil(deadline);
             }
             let waiter = st.waiters.pop_front().expect("the head was just seen");
-            if waiter
-                .tx
-                .send(Err(Error::pool_timeout(now - waiter.since)))
-                .is_ok()
-            {
+            // Counted before the waiter can wake and read the stats.
+            if !waiter.tx.is_closed() {
                 Counters::bump(&self.counters.timed_out);
+                let _ = waiter.tx.send(Err(Error::pool_timeout(now - waiter.since)));
             }
         }
         self.count_waiters(&st);
@@ -301,6 +307,21 @@ impl<M: Manager> Shared<M> {
 
     pub fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Relaxed)
+    }
+
+    /// A checked-out connection was found disconnected just now.
+    pub fn note_disconnect(&self) {
+        let nanos = self.epoch.elapsed().as_nanos().max(1);
+        self.last_disconnect
+            .fetch_max(u64::try_from(nanos).unwrap_or(u64::MAX), Release);
+    }
+
+    /// Whether a connection opened at `created` predates the last disconnect seen.
+    pub fn seen_disconnect_since(&self, created: Instant) -> bool {
+        match self.last_disconnect.load(Acquire) {
+            0 => false,
+            nanos => created < self.epoch + std::time::Duration::from_nanos(nanos),
+        }
     }
 
     pub fn generation(&self) -> u64 {

@@ -46,7 +46,6 @@ impl MysqlDriver {
         for (key, value) in url.query() {
             match key.as_str() {
                 "connect_timeout" => connect_timeout = Some(super::seconds(key, value)?),
-                k if crate::engine::ENGINE_KEYS.contains(&k) => {}
                 k => {
                     return Err(Error::new(
                         ErrorKind::Url,

@@ -40,7 +40,6 @@ pub(super) fn settings(url: &DatabaseUrl, options: &DriverOptions) -> Result<Set
             "connect_timeout" => {
                 config.connect_timeout(crate::driver::seconds(key, value)?);
             }
-            k if crate::engine::ENGINE_KEYS.contains(&k) => {}
             k => {
                 return Err(Error::new(
                     ErrorKind::Url,

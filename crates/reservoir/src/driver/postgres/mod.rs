@@ -169,6 +169,7 @@ impl PgConnection {
         if !self.dirty.swap(false, SeqCst) {
             return;
         }
+        tracing::debug!(target: "reservoir::sql", "settling a statement abandoned mid-flight: cancel, then a sentinel");
         self.cancel.interrupt().await;
         for _ in 0..3 {
             let sentinel = "SELECT pg_sleep(0.05)";
