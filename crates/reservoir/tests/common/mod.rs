@@ -5,6 +5,7 @@
 
 #[cfg(feature = "postgres")]
 pub mod pgbouncer;
+pub mod proxy;
 
 use reservoir::{Dialect, Engine, EngineBuilder};
 
