@@ -483,6 +483,27 @@ impl Connection {
         let mut running = self.start().await?;
         let session = Arc::clone(running.raw().session());
         let depth = session.check_begin(&options)?;
+        if let (true, Some(asked), None) = (
+            depth > 1,
+            options.isolation_level(),
+            session.outer_options().isolation_level(),
+        ) {
+            let actual = match self.engine.core.driver.isolation_query() {
+                Some(sql) => {
+                    let rows = running.raw().query_in_place(sql, Vec::new(), Some(1)).await;
+                    let level: String = first_row(running.finish(sql, rows)?)?.get(0)?;
+                    level.to_ascii_uppercase().replace('-', " ")
+                }
+                None => "SERIALIZABLE".to_string(),
+            };
+            if actual != asked.sql() {
+                return Err(Error::usage(format!(
+                    "a nested transaction cannot change the isolation level (outer: {actual}, asked: {})",
+                    asked.sql()
+                )));
+            }
+            running = self.start().await?;
+        }
         let sql = if depth == 1 {
             self.engine.core.driver.begin_sql(&options)?
         } else {

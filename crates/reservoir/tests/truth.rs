@@ -513,6 +513,24 @@ async fn begin_after_a_raw_begin_is_refused_and_leaves_it_alone(db: Db) {
     let sp = tx.begin_with(serializable).await.unwrap();
     sp.commit().await.unwrap();
     tx.commit().await.unwrap();
+    // Outer at the database's default: a nested level asking for the level
+    // the server actually runs is accepted, another one is refused.
+    use reservoir::Isolation::{ReadCommitted, RepeatableRead, Serializable};
+    let (actual, other) = match db.dialect {
+        Dialect::Postgres => (ReadCommitted, Serializable),
+        Dialect::Mysql => (RepeatableRead, Serializable),
+        _ => (Serializable, ReadCommitted),
+    };
+    let mut tx = conn.begin().await.unwrap();
+    let sp = tx.begin_with(TxOptions::new().isolation(actual)).await.unwrap();
+    assert_eq!(sp.depth(), 2);
+    drop(sp);
+    let refused = tx
+        .begin_with(TxOptions::new().isolation(other))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), &ErrorKind::Usage, "{refused:?}");
+    tx.commit().await.unwrap();
 }
 
 async fn execute_of_a_select_counts_its_rows(db: Db) {

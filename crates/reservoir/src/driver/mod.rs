@@ -181,6 +181,12 @@ pub trait Driver: Send + Sync + 'static {
     fn connect(&self) -> BoxFuture<'_, Result<AnyConnection>>;
     /// The statement that begins a transaction with `options`.
     fn begin_sql(&self, options: &session::TxOptions) -> Result<String>;
+    /// The query that reads the open transaction's isolation level (one
+    /// text column, e.g. `read committed` or `REPEATABLE-READ`); `None`:
+    /// every transaction is serializable (SQLite).
+    fn isolation_query(&self) -> Option<&'static str> {
+        None
+    }
     /// How the dialect quotes identifiers (MySQL: a backtick).
     fn identifier_quote(&self) -> char {
         '"'
@@ -285,6 +291,18 @@ impl Drop for InFlight {
             self.dirty.store(true, std::sync::atomic::Ordering::SeqCst);
         }
     }
+}
+
+/// A statement run with the wrong number of values: the same words on every dialect.
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "sqlite")),
+    allow(dead_code)
+)]
+pub(crate) fn param_count_error(expected: impl std::fmt::Display, given: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::Param,
+        format!("the statement has {expected} placeholders but {given} values were given"),
+    )
 }
 
 /// A URL parameter given in seconds (`connect_timeout=2.5`).

@@ -365,6 +365,8 @@ impl Session {
         if s.status == TxStatus::Failed {
             return Err(failed_error());
         }
+        // An outer level begun with the database's default is checked
+        // against the level the server reports (see `Connection::begin_at`).
         if let Some(level) = options.isolation_level() {
             if s.options.isolation_level().is_some_and(|outer| outer != level) {
                 return Err(Error::usage(format!(
@@ -377,6 +379,11 @@ impl Session {
             }
         }
         Ok(depth)
+    }
+
+    /// The options the outermost level was begun with.
+    pub(crate) fn outer_options(&self) -> TxOptions {
+        self.lock().options
     }
 
     /// Records a level begun at `depth` (after its BEGIN or SAVEPOINT

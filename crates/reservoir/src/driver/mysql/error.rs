@@ -20,10 +20,7 @@ pub(super) fn map_error(e: mysql_async::Error) -> Error {
             }
         }
         mysql_async::Error::Driver(mysql_async::DriverError::StmtParamsMismatch { required, supplied }) => {
-            Error::new(
-                ErrorKind::Param,
-                format!("the statement has {required} placeholders but {supplied} values were given"),
-            )
+            crate::driver::param_count_error(required, supplied)
         }
         other if breaks_connection(&other) => {
             Error::new(ErrorKind::Disconnected, format!("connection lost: {other}"))

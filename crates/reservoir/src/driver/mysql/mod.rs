@@ -103,6 +103,10 @@ impl Driver for MysqlDriver {
         '`'
     }
 
+    fn isolation_query(&self) -> Option<&'static str> {
+        Some("SELECT @@tx_isolation")
+    }
+
     fn begin_sql(&self, options: &TxOptions) -> Result<String> {
         // The isolation level applies to the next transaction only.
         let mut sql = String::new();

@@ -68,6 +68,10 @@ impl Driver for PostgresDriver {
         Placeholder::Dollar
     }
 
+    fn isolation_query(&self) -> Option<&'static str> {
+        Some("SELECT current_setting('transaction_isolation')")
+    }
+
     fn begin_sql(&self, options: &TxOptions) -> Result<String> {
         let mut sql = String::from("BEGIN");
         if let Some(level) = options.isolation_level() {
@@ -625,13 +629,7 @@ async fn execute_one(client: &Client, target: &Target<'_>, params: &[Value]) -> 
 pub(super) fn check_count(stmt: &Statement, params: &[Value]) -> Result<()> {
     let expected = stmt.params().len();
     if expected != params.len() {
-        return Err(Error::new(
-            ErrorKind::Param,
-            format!(
-                "the statement has {expected} placeholders but {} values were given",
-                params.len()
-            ),
-        ));
+        return Err(super::param_count_error(expected, params.len()));
     }
     Ok(())
 }

@@ -40,10 +40,9 @@ pub(super) fn map_error(e: rusqlite::Error) -> Error {
         rusqlite::Error::SqlInputError { msg, sql, offset, .. } => {
             Error::database("42601", format!("{msg} at offset {offset} of: {sql}"))
         }
-        rusqlite::Error::InvalidParameterCount(given, expected) => Error::new(
-            ErrorKind::Param,
-            format!("the statement has {expected} placeholders but {given} values were given"),
-        ),
+        rusqlite::Error::InvalidParameterCount(given, expected) => {
+            crate::driver::param_count_error(expected, given)
+        }
         other => Error::database("HY000", other.to_string()),
     }
 }

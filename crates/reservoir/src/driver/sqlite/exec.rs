@@ -7,7 +7,7 @@ use rusqlite::Connection as Sqlite;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 
 use super::*;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::row::Row;
 use crate::value::Value;
 
@@ -42,13 +42,7 @@ impl rusqlite::ToSql for Bind<'_> {
 pub(super) fn bind_all(stmt: &mut rusqlite::Statement<'_>, params: &[Value]) -> Result<()> {
     let expected = stmt.parameter_count();
     if expected != params.len() {
-        return Err(Error::new(
-            ErrorKind::Param,
-            format!(
-                "the statement has {expected} placeholders but {} values were given",
-                params.len()
-            ),
-        ));
+        return Err(crate::driver::param_count_error(expected, params.len()));
     }
     for (i, value) in params.iter().enumerate() {
         stmt.raw_bind_parameter(i + 1, Bind(value)).map_err(map_error)?;
