@@ -491,7 +491,9 @@ impl Connection {
             let actual = match self.engine.core.driver.isolation_query() {
                 Some(sql) => {
                     let rows = running.raw().query_in_place(sql, Vec::new(), Some(1)).await;
+                    // `finish` gives the connection's lock back: take it again.
                     let level: String = first_row(running.finish(sql, rows)?)?.get(0)?;
+                    running = self.start().await?;
                     level.to_ascii_uppercase().replace('-', " ")
                 }
                 None => "SERIALIZABLE".to_string(),
@@ -502,7 +504,6 @@ impl Connection {
                     asked.sql()
                 )));
             }
-            running = self.start().await?;
         }
         let sql = if depth == 1 {
             self.engine.core.driver.begin_sql(&options)?
