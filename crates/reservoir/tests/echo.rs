@@ -65,6 +65,21 @@ async fn echo_logs_statements_without_values_or_passwords() {
             "the abandoned statement was settled"
         );
     }
+    // A connectionless statement held past leak_threshold is reported
+    // with the caller's own line, not the engine's.
+    let leaky = Engine::builder("sqlite::memory:")
+        .leak_threshold(std::time::Duration::from_millis(1))
+        .build()
+        .await
+        .unwrap();
+    let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000) SELECT count(*) FROM c";
+    let line = line!() + 1;
+    leaky.fetch_one(slow, ()).await.unwrap();
+    let log = captured.text();
+    assert!(
+        log.contains(&format!("tests/echo.rs:{line}")),
+        "the leak warning names the call site: {log}"
+    );
     let log = captured.text();
     assert!(
         log.contains("INSERT INTO secrets VALUES (?)"),
