@@ -244,8 +244,9 @@ async fn an_abandoned_long_statement_frees_the_connection_quickly(db: Db) {
     let started = Instant::now();
     let n: i64 = engine.fetch_scalar(&db.echo(), params! {"n" => 6}).await.unwrap();
     assert_eq!(n, 6);
+    // (As above: well under the 30 s, with room for a loaded machine.)
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_secs(3),
         "{:?}",
         started.elapsed()
     );
@@ -264,8 +265,9 @@ async fn an_abandoned_statement_in_a_transaction_fails_what_follows_or_is_harmle
     assert!(gave_up.is_err());
     let started = Instant::now();
     let next = tx.fetch_scalar::<i64>(&db.echo(), params! {"n" => 8}).await;
+    // (As above: well under the 30 s, with room for a loaded machine.)
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_secs(3),
         "{:?}",
         started.elapsed()
     );
