@@ -202,6 +202,22 @@ pub struct Connection {
     root: bool,
     /// The task stack a reusable root sits on.
     stacked: Option<TaskKey>,
+    /// The transaction level (depth, id) this handle runs in while a
+    /// `Transaction` holds it: once that level has ended (by an outer
+    /// level, or the server), its statements fail instead of running
+    /// outside any transaction.
+    pub(crate) level: Option<(usize, u64)>,
+}
+
+/// Refuses a statement of a transaction level that has ended.
+fn check_level(level: Option<(usize, u64)>, raw: &AnyConnection) -> Result<()> {
+    match level {
+        Some((depth, id)) if !raw.session().is_live(depth, id) => Err(Error::usage(
+            "this transaction has ended (an outer level or the server ended it): its \
+             statements would run outside any transaction",
+        )),
+        _ => Ok(()),
+    }
 }
 
 impl fmt::Debug for Connection {
@@ -225,6 +241,7 @@ impl Connection {
             link,
             root: true,
             stacked,
+            level: None,
         }
     }
 
@@ -235,6 +252,7 @@ impl Connection {
             link,
             root: false,
             stacked: None,
+            level: None,
         }
     }
 
@@ -277,8 +295,10 @@ impl Connection {
 
     /// Locks the raw connection for one statement (checking it out if lazy).
     async fn start(&self) -> Result<Running<'_>> {
+        let mut raw = self.link.lock(&self.engine).await?;
+        check_level(self.level, raw_of(&mut raw))?;
         Ok(Running {
-            raw: self.link.lock(&self.engine).await?,
+            raw,
             timing: self.engine.core.timing(),
         })
     }
@@ -433,9 +453,11 @@ impl Connection {
             Ok((sql, values)) => {
                 let sql = sql.into_owned();
                 let (link, engine) = (Arc::clone(&self.link), Arc::clone(&self.engine));
+                let level = self.level;
                 RowStream::opening(Box::pin(async move {
                     let mut raw = link.lock(&engine).await?;
                     let raw = raw_of(&mut raw);
+                    check_level(level, raw)?;
                     raw.session().note_statement(&sql);
                     let guard = StreamGuard::new(raw.session());
                     Ok((raw.open_rows(&sql, values), guard))

@@ -41,23 +41,30 @@ pub struct Transaction<'c> {
     /// This level's id in the session: it is open while the session still
     /// has this id at `depth`.
     level: u64,
+    /// The level the borrowed connection ran in before this one, given
+    /// back when this transaction goes.
+    outer: Option<(usize, u64)>,
 }
 
 impl<'c> Transaction<'c> {
     pub(crate) fn borrowed(conn: &'c mut Connection, (depth, level): (usize, u64)) -> Self {
+        let outer = conn.level.replace((depth, level));
         Transaction {
             conn: TxConn::Borrowed(conn),
             depth,
             level,
+            outer,
         }
     }
 
     /// A transaction that owns its connection handle (`engine.begin()`).
-    pub(crate) fn owned(conn: Connection, (depth, level): (usize, u64)) -> Transaction<'static> {
+    pub(crate) fn owned(mut conn: Connection, (depth, level): (usize, u64)) -> Transaction<'static> {
+        conn.level = Some((depth, level));
         Transaction {
             conn: TxConn::Owned(Box::new(conn)),
             depth,
             level,
+            outer: None,
         }
     }
 
@@ -198,6 +205,9 @@ impl Drop for Transaction<'_> {
             if let Some(s) = self.link_session() {
                 s.drop_level(self.depth, self.level);
             }
+        }
+        if let TxConn::Borrowed(conn) = &mut self.conn {
+            conn.level = self.outer;
         }
     }
 }

@@ -163,7 +163,7 @@ async fn ending_the_outer_level_from_the_innermost_ends_them_all(db: Db) {
                 let outer = engine.begin().await.unwrap();
                 engine.execute(&insert, params! {"id" => 1}).await.unwrap();
                 let middle = engine.begin().await.unwrap();
-                let inner = engine.begin().await.unwrap();
+                let mut inner = engine.begin().await.unwrap();
                 engine.execute(&insert, params! {"id" => 2}).await.unwrap();
                 if commit {
                     outer.commit().await.unwrap();
@@ -172,6 +172,9 @@ async fn ending_the_outer_level_from_the_innermost_ends_them_all(db: Db) {
                 }
                 assert!(!middle.is_active() && !inner.is_active());
                 assert_eq!(inner.transaction_depth(), 0);
+                // Its statements are refused, not run outside any transaction.
+                let refused = inner.execute(&insert, params! {"id" => 9}).await.unwrap_err();
+                assert_eq!(refused.kind(), &ErrorKind::Usage, "{refused:?}");
                 let again = inner.commit().await.unwrap_err();
                 assert_eq!(again.kind(), &ErrorKind::Usage, "{again:?}");
                 drop(middle);
