@@ -117,6 +117,21 @@ impl Link {
         Ok(raw)
     }
 
+    /// Whether connectionless work may join this chain now. One whose row
+    /// stream is still open is busy until the stream ends: passed over
+    /// outside a transaction (`Ok(false)`: the work takes a connection of
+    /// its own) and refused inside one, never waited for.
+    pub(crate) fn joinable(&self) -> Result<bool> {
+        match self.session() {
+            Some(s) if s.stream_open() && s.depth() > 0 => Err(Error::usage(
+                "a row stream or cursor is still open on this task's transaction: read it to \
+                 the end or drop it before running another statement in the transaction",
+            )),
+            Some(s) => Ok(!s.stream_open()),
+            None => Ok(true),
+        }
+    }
+
     /// Returns the raw connection to the pool now (the root handle's drop).
     fn release(self: &Arc<Self>, invalidate: bool) {
         self.released.store(true, SeqCst);

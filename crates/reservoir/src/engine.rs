@@ -127,21 +127,10 @@ impl Engine {
         if !self.contextual_here() {
             return Ok(None);
         }
-        let Some(link) = self.inner.contexts.top() else {
-            return Ok(None);
-        };
-        if let Some(session) = link.session() {
-            if session.stream_open() {
-                if session.depth() > 0 {
-                    return Err(Error::usage(
-                        "a row stream or cursor is still open on this task's transaction: read \
-                         it to the end or drop it before running another statement in the transaction",
-                    ));
-                }
-                return Ok(None);
-            }
+        match self.inner.contexts.top() {
+            Some(link) if link.joinable()? => Ok(Some(Connection::reusing(Arc::clone(&self.inner), link))),
+            _ => Ok(None),
         }
-        Ok(Some(Connection::reusing(Arc::clone(&self.inner), link)))
     }
 
     /// Runs `future` with a connection context of its own (SQLAlchemy's
@@ -428,15 +417,12 @@ impl Future for Connecting<'_> {
             Some(checkout) => checkout,
             None => {
                 if this.reuse {
-                    // A connection with a row stream open is busy until
-                    // the stream ends: passed over outside a transaction
-                    // (whose statements would wait behind it for good).
-                    let top = inner
-                        .contexts
-                        .top()
-                        .filter(|link| link.session().is_none_or(|s| !s.stream_open() || s.depth() > 0));
-                    if let Some(link) = top {
-                        return Poll::Ready(Ok(Connection::reusing(Arc::clone(inner), link)));
+                    if let Some(link) = inner.contexts.top() {
+                        match link.joinable() {
+                            Ok(true) => return Poll::Ready(Ok(Connection::reusing(Arc::clone(inner), link))),
+                            Ok(false) => {}
+                            Err(e) => return Poll::Ready(Err(e)),
+                        }
                     }
                 }
                 if this.lazy {

@@ -31,6 +31,7 @@ per_dialect!(
     read_only_transactions_refuse_writes,
     session_state_does_not_leak_to_the_next_borrower,
     after_a_disconnect_older_idle_connections_are_checked,
+    a_deadlock_victims_commit_reports_the_rollback,
 );
 
 fn raw_begin(db: &Db) -> &'static str {
@@ -327,8 +328,12 @@ async fn a_cursor_dropped_early_is_closed_before_the_next_statement(db: Db) {
         let mut cur = tx.cursor(&format!("SELECT id FROM {t}"), ()).await.unwrap();
         assert_eq!(cur.fetch(5).await.unwrap().len(), 5);
     }
-    // PostgreSQL refuses to drop a table an open cursor reads (55006).
-    tx.execute(&format!("DROP TABLE {t}"), ()).await.unwrap();
+    // PostgreSQL refuses to drop a table an open cursor reads (55006),
+    // SQLite one an unfinished statement reads; MySQL would wait for good
+    // if the stream still held the connection.
+    let drop_table = format!("DROP TABLE {t}");
+    let dropped = tokio::time::timeout(Duration::from_secs(10), tx.execute(&drop_table, ()));
+    dropped.await.expect("no wait behind the dropped cursor").unwrap();
     drop(tx);
 }
 
@@ -678,4 +683,56 @@ async fn after_a_disconnect_older_idle_connections_are_checked(db: Db) {
         }
     }
     assert!(failures <= 1, "{failures} statements met a killed session");
+}
+
+/// Two transactions deadlock (joined in one task, each on its own
+/// connection): the server rolls the victim back, and its `commit()` says
+/// so instead of `Ok`; the winner's commit keeps its work. SQLite's
+/// writers queue instead of deadlocking.
+async fn a_deadlock_victims_commit_reports_the_rollback(db: Db) {
+    if db.dialect == Dialect::Sqlite {
+        return;
+    }
+    let engine = db.engine().await;
+    let t = fresh_table(
+        &db,
+        &engine,
+        "truth_deadlock",
+        "id INTEGER PRIMARY KEY, v INTEGER",
+    )
+    .await;
+    engine
+        .execute(&format!("INSERT INTO {t} (id, v) VALUES (1, 0), (2, 0)"), ())
+        .await
+        .unwrap();
+    let set = |id: i64, v: i64| format!("UPDATE {t} SET v = {v} WHERE id = {id}");
+    let (mut a, mut b) = (engine.acquire().await.unwrap(), engine.acquire().await.unwrap());
+    let mut tx_a = a.begin().await.unwrap();
+    let mut tx_b = b.begin().await.unwrap();
+    tx_a.execute(&set(1, 10), ()).await.unwrap();
+    tx_b.execute(&set(2, 20), ()).await.unwrap();
+    let (a_second, b_second) = (set(2, 10), set(1, 20));
+    let crossed = tokio::time::timeout(Duration::from_secs(20), async {
+        tokio::join!(tx_a.execute(&a_second, ()), tx_b.execute(&b_second, ()))
+    })
+    .await
+    .expect("the server detects the deadlock");
+    let (victim_a, victim_b) = (crossed.0.is_err(), crossed.1.is_err());
+    assert!(victim_a != victim_b, "exactly one victim: {crossed:?}");
+    let error = crossed.0.err().or(crossed.1.err()).unwrap();
+    assert_eq!(error.code(), Some("40P01"), "{error:?}");
+    let (winner, victim, kept) = if victim_a {
+        (tx_b, tx_a, 20)
+    } else {
+        (tx_a, tx_b, 10)
+    };
+    let refused = victim.commit().await.unwrap_err();
+    assert_eq!(refused.kind(), &ErrorKind::RolledBack, "{refused:?}");
+    winner.commit().await.unwrap();
+    drop((a, b));
+    let rows = engine
+        .fetch_all(&format!("SELECT v FROM {t} ORDER BY id"), ())
+        .await
+        .unwrap();
+    assert_eq!(ids(&rows), [kept, kept], "only the winner's work was kept");
 }

@@ -276,15 +276,11 @@ impl Session {
         self.lock().serial
     }
 
-    /// A statement changed session state that a reset must clear.
-    pub(crate) fn note_state_change(&self) {
-        self.lock().state_changed = true;
-    }
-
-    /// Notes `sql` about to run: see [`changes_session_state`].
+    /// Notes a statement run: one that changes session state (see
+    /// [`changes_session_state`]) makes the next reset a full one.
     pub(crate) fn note_statement(&self, sql: &str) {
         if changes_session_state(sql) {
-            self.note_state_change();
+            self.lock().state_changed = true;
         }
     }
 
@@ -345,8 +341,8 @@ impl Session {
         self.lock().levels.len()
     }
 
-    /// Checks that a level may begin now; returns its depth and the SQL
-    /// kind to send (`true`: BEGIN, `false`: SAVEPOINT).
+    /// Checks that a level may begin now; returns its depth (1: BEGIN,
+    /// deeper: SAVEPOINT).
     pub(crate) fn check_begin(&self, options: &TxOptions) -> Result<usize> {
         let s = self.lock();
         let depth = s.levels.len() + 1;

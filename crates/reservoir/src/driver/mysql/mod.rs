@@ -225,6 +225,8 @@ fn check_count(stmt: &mysql_async::Statement, given: usize) -> std::result::Resu
 
 /// Feeds the session what the server reported: the transaction flag of
 /// the last OK packet; a deadlock (1213) rolled the whole transaction back.
+/// (The session-state-changed flag never comes: mysql_async does not ask
+/// for CLIENT_SESSION_TRACK, so state changes are read from the statement.)
 pub(super) fn observe<T>(
     session: &Session,
     conn: &Conn,
@@ -243,9 +245,6 @@ pub(super) fn observe<T>(
         } else {
             TxStatus::Idle
         });
-        if flags.contains(StatusFlags::SERVER_SESSION_STATE_CHANGED) {
-            session.note_state_change();
-        }
     }
 }
 
