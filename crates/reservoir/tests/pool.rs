@@ -541,6 +541,25 @@ async fn a_hanging_connect_fails_at_pool_timeout_and_frees_its_slot() {
     assert_eq!(pool.status().size, 0);
 }
 
+/// After a disconnect, an idle connection opened before it is pinged once
+/// at its next checkout, not at every checkout from then on.
+#[tokio::test(start_paused = true)]
+async fn after_a_disconnect_older_connections_are_pinged_once() {
+    let script = Script::default();
+    let pool = builder(&script, 2, 0).build().await.unwrap();
+    let (first, second) = (pool.acquire().await.unwrap(), pool.acquire().await.unwrap());
+    drop(second);
+    let mut lost = first;
+    lost.mark_disconnected();
+    drop(lost);
+    settle().await;
+    for _ in 0..3 {
+        drop(pool.acquire().await.unwrap());
+    }
+    assert_eq!(script.0.pings.load(SeqCst), 1, "pinged once, then known to work");
+    assert_eq!(pool.status().size, 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_timed_out_waiter_sees_itself_counted() {
     let script = Script::default();

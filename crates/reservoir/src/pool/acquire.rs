@@ -160,7 +160,7 @@ impl<M: Manager> Shared<M> {
             && self.hooks.on_checkout.is_none()
             && !self.due_for_recycle(conn)
             && !self.unusable(conn)
-            && !self.seen_disconnect_since(conn.created)
+            && !self.seen_disconnect_since(conn.verified)
     }
 
     /// Known dead without a round trip: the manager says it is broken, or
@@ -228,7 +228,7 @@ impl<M: Manager> Shared<M> {
             return Ok(None);
         }
         let mut pooled = Pooled::preparing(Arc::clone(self), conn);
-        if self.config.pool_pre_ping || self.seen_disconnect_since(pooled.conn_mut().created) {
+        if self.config.pool_pre_ping || self.seen_disconnect_since(pooled.conn_mut().verified) {
             // The ping's own deadline, or the caller's if that comes first.
             let own = Instant::now() + PING_DEADLINE;
             let (deadline, callers) = match deadline {
@@ -246,6 +246,9 @@ impl<M: Manager> Shared<M> {
                 }
                 Err(_) => false,
             };
+            if alive {
+                pooled.conn_mut().verified = Instant::now();
+            }
             if !alive {
                 tracing::debug!(id = pooled.id(), "ping failed; replacing the connection");
                 Counters::bump(&self.counters.broken);
@@ -273,9 +276,11 @@ impl<M: Manager> Shared<M> {
             })??,
             None => connect.await?,
         };
+        let opened = Instant::now();
         let conn = Conn {
             id: self.next_conn_id(),
-            created: Instant::now(),
+            created: opened,
+            verified: opened,
             generation: self.generation(),
             runtime: if self.manager.runtime_bound() {
                 self.runtimes.current()

@@ -22,6 +22,10 @@ pub(crate) struct Conn<C> {
     pub raw: C,
     pub id: u64,
     pub created: Instant,
+    /// When it was last known to work: opened, or answered a ping. One
+    /// not known to work since the pool last saw a disconnect is pinged
+    /// before it is handed out.
+    pub verified: Instant,
     /// Connections from before the last `dispose()` are closed on return.
     pub generation: u64,
     /// The runtime its sockets belong to (`None`: not bound to one).
@@ -316,11 +320,12 @@ impl<M: Manager> Shared<M> {
             .fetch_max(u64::try_from(nanos).unwrap_or(u64::MAX), Release);
     }
 
-    /// Whether a connection opened at `created` predates the last disconnect seen.
-    pub fn seen_disconnect_since(&self, created: Instant) -> bool {
+    /// Whether the pool saw a disconnect after `verified` (when a
+    /// connection was last known to work).
+    pub fn seen_disconnect_since(&self, verified: Instant) -> bool {
         match self.last_disconnect.load(Acquire) {
             0 => false,
-            nanos => created < self.epoch + std::time::Duration::from_nanos(nanos),
+            nanos => verified < self.epoch + std::time::Duration::from_nanos(nanos),
         }
     }
 
