@@ -591,12 +591,23 @@ async fn session_state_does_not_leak_to_the_next_borrower(db: Db) {
     if db.dialect == Dialect::Sqlite || db.route == common::Route::PgBouncer {
         return;
     }
-    let (set, read) = match db.dialect {
-        Dialect::Postgres => (
-            "SET application_name = 'rsv_leak'",
-            "SELECT current_setting('application_name') = 'rsv_leak'",
-        ),
-        _ => ("SET @rsv_leak = 1", "SELECT COALESCE(@rsv_leak, 0) = 1"),
+    // (what changes session state, a query that is true while it lasts)
+    let states: &[(&str, &str)] = match db.dialect {
+        Dialect::Postgres => &[
+            (
+                "SET application_name = 'rsv_leak'",
+                "SELECT current_setting('application_name') = 'rsv_leak'",
+            ),
+            (
+                "LISTEN rsv_leak",
+                "SELECT count(*) = 1 FROM pg_listening_channels() AS c WHERE c = 'rsv_leak'",
+            ),
+            (
+                "PREPARE rsv_leak_p AS SELECT 1",
+                "SELECT count(*) = 1 FROM pg_prepared_statements WHERE name = 'rsv_leak_p'",
+            ),
+        ],
+        _ => &[("SET @rsv_leak = 1", "SELECT COALESCE(@rsv_leak, 0) = 1")],
     };
     for (mode, leaks) in [("auto", false), ("discard", false), ("rollback", true)] {
         let engine = Engine::builder(db.url_with(&format!("reset_on_return={mode}")))
@@ -607,22 +618,24 @@ async fn session_state_does_not_leak_to_the_next_borrower(db: Db) {
             .unwrap();
         let mut conn = engine.acquire().await.unwrap();
         let id = conn.id();
-        conn.execute(set, ()).await.unwrap();
+        for (change, _) in states {
+            conn.execute(change, ()).await.unwrap();
+        }
         conn.execute("CREATE TEMPORARY TABLE rsv_leak_tmp (x INTEGER)", ())
             .await
             .unwrap();
-        assert!(conn.fetch_scalar::<bool>(read, ()).await.unwrap());
+        for (_, present) in states {
+            assert!(conn.fetch_scalar::<bool>(present, ()).await.unwrap(), "{present}");
+        }
         drop(conn);
         all_back(&engine).await;
         let mut conn = engine.acquire().await.unwrap();
         assert_eq!(conn.id(), id, "the same raw connection, reset");
-        let seen = conn.fetch_scalar::<bool>(read, ()).await.unwrap();
-        assert_eq!(
-            seen,
-            leaks,
-            "{mode}: the setting {}",
-            if leaks { "stays" } else { "is gone" }
-        );
+        for (change, present) in states {
+            let seen = conn.fetch_scalar::<bool>(present, ()).await.unwrap();
+            let what = if leaks { "stays" } else { "is gone" };
+            assert_eq!(seen, leaks, "{mode}: `{change}` {what}");
+        }
         let temp = conn.fetch_all("SELECT x FROM rsv_leak_tmp", ()).await;
         assert_eq!(temp.is_ok(), leaks, "{mode}: the temp table: {temp:?}");
         // A statement cached before the reset still runs after it.
