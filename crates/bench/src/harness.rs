@@ -228,6 +228,7 @@ impl From<f64> for Rate {
 }
 
 /// One row of a results table: a name and a rate.
+#[derive(Clone)]
 pub struct Row {
     pub name: &'static str,
     pub rate: Rate,
@@ -258,5 +259,64 @@ pub fn print_table(title: &str, unit: &str, ours: &[Row], peers: &[Row]) {
             (true, None) => " - |".into(),
         };
         println!("| {} | {:.0} | {ratio:.2}x |{cpu}", row.name, row.rate.per_sec);
+    }
+}
+
+/// What a service's runtime does beside the database work being measured:
+/// a loopback TCP server with a few clients exchanging a small message
+/// every millisecond, each on a task of its own. A runtime with more live
+/// tasks than workers and a busy I/O driver is what a service gives a
+/// driver; a runtime that runs the benchmark alone flatters hand-offs that
+/// only pay when nothing else wants the workers. Stopped when dropped.
+pub struct Neighbour {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Neighbour {
+    /// Starts the server and `clients` clients on the current runtime.
+    pub async fn start(clients: usize) -> Neighbour {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("neighbour listener");
+        let addr = listener.local_addr().expect("neighbour address");
+        let mut tasks = vec![tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    while let Ok(n @ 1..) = socket.read(&mut buf).await {
+                        if socket.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        })];
+        for _ in 0..clients {
+            let mut socket = tokio::net::TcpStream::connect(addr)
+                .await
+                .expect("neighbour client");
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(1));
+                let mut buf = [0u8; 16];
+                loop {
+                    tick.tick().await;
+                    if socket.write_all(b"ping").await.is_err()
+                        || socket.read_exact(&mut buf[..4]).await.is_err()
+                    {
+                        break;
+                    }
+                }
+            }));
+        }
+        Neighbour { tasks }
+    }
+}
+
+impl Drop for Neighbour {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }

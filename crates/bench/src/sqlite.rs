@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use reservoir::Engine;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
-use crate::harness::{Row, print_table, run_time, runtime, throughput};
+use crate::harness::{Neighbour, Rate, Row, print_table, run_time, runtime, throughput};
 
 const ROWS: u64 = 100_000;
 const SELECT: &str = "SELECT id, name, value FROM bench WHERE id = ?";
@@ -32,22 +32,31 @@ pub fn run() {
     let rt = runtime();
     println!("\n## SQLite file database (WAL), 2-worker tokio runtime, pools of {POOL} connections");
 
-    let direct = direct_point_selects(&path);
-    let (ours_1, sqlx_1, ours_32, sqlx_32) = rt.block_on(point_selects(&url, &path));
+    let direct = Row {
+        name: "rusqlite direct, sync, 1 thread (the limit)",
+        rate: direct_point_selects(&path).into(),
+    };
+    let (quiet_1, service_1, ours_32, sqlx_32) = rt.block_on(point_selects(&url, &path));
+    let (ours, mut peers) = quiet_1;
+    peers.insert(0, direct.clone());
     print_table(
-        "point select by primary key, 1 task",
+        "point select by primary key, 1 spawned task, the runtime doing nothing else",
         "selects/s",
-        &ours_1,
-        &[
-            Row {
-                name: "rusqlite direct, sync, 1 thread (the limit)",
-                rate: direct.into(),
-            },
-            sqlx_1,
-        ],
+        &ours,
+        &peers,
+    );
+    let (ours, mut peers) = service_1;
+    peers.insert(0, direct);
+    print_table(
+        &format!(
+            "point select by primary key, 1 spawned task, beside a service's network I/O ({NEIGHBOURS} loopback clients, a message a millisecond each)"
+        ),
+        "selects/s",
+        &ours,
+        &peers,
     );
     print_table(
-        "point select by primary key, 32 tasks",
+        "point select by primary key, 32 tasks, beside the same network I/O",
         "selects/s",
         &ours_32,
         &[sqlx_32],
@@ -137,7 +146,103 @@ async fn sqlx_pool(path: &Path, size: u32) -> sqlx::SqlitePool {
         .expect("sqlx pool")
 }
 
-async fn point_selects(url: &str, path: &Path) -> (Vec<Row>, Row, Vec<Row>, Row) {
+/// The clients of the [`Neighbour`] that plays a service's other work.
+const NEIGHBOURS: usize = 4;
+
+/// Reservoir's one-task rows and sqlx's, each a spawned task looping.
+async fn one_task(engine: &Engine, pool: &Arc<sqlx::SqlitePool>) -> (Vec<Row>, Vec<Row>) {
+    let exclusive = {
+        let engine = engine.clone();
+        median_async(move || {
+            let engine = engine.clone();
+            async move {
+                tokio::spawn(async move {
+                    let mut conn = engine.acquire().await.expect("acquire");
+                    let started = Instant::now();
+                    let deadline = started + run_time();
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        let row = conn.fetch_one(SELECT, (next_id(),)).await.expect("select");
+                        std::hint::black_box(row);
+                        n += 1;
+                    }
+                    n as f64 / started.elapsed().as_secs_f64()
+                })
+                .await
+                .expect("exclusive run")
+            }
+        })
+        .await
+    };
+    let connectionless = connectionless(engine, 1).await;
+    let checkout = per_op_checkout(engine, 1).await;
+    let sqlx = sqlx_run(pool, 1).await;
+    (
+        vec![
+            Row {
+                name: "reservoir conn.fetch_one (exclusive checkout)",
+                rate: exclusive.into(),
+            },
+            Row {
+                name: "reservoir engine.fetch_one (connectionless)",
+                rate: connectionless,
+            },
+            Row {
+                name: "reservoir acquire + conn.fetch_one per select",
+                rate: checkout,
+            },
+        ],
+        vec![Row {
+            name: "sqlx 0.9 SqlitePool",
+            rate: sqlx,
+        }],
+    )
+}
+
+async fn connectionless(engine: &Engine, tasks: usize) -> Rate {
+    let engine = engine.clone();
+    throughput(tasks, move || {
+        let engine = engine.clone();
+        async move {
+            std::hint::black_box(engine.fetch_one(SELECT, (next_id(),)).await.expect("select"));
+        }
+    })
+    .await
+}
+
+async fn per_op_checkout(engine: &Engine, tasks: usize) -> Rate {
+    let engine = engine.clone();
+    throughput(tasks, move || {
+        let engine = engine.clone();
+        async move {
+            let mut conn = engine.acquire().await.expect("acquire");
+            std::hint::black_box(conn.fetch_one(SELECT, (next_id(),)).await.expect("select"));
+        }
+    })
+    .await
+}
+
+async fn sqlx_run(pool: &Arc<sqlx::SqlitePool>, tasks: usize) -> Rate {
+    let pool = Arc::clone(pool);
+    throughput(tasks, move || {
+        let pool = Arc::clone(&pool);
+        async move {
+            let row = sqlx::query(SELECT)
+                .bind(next_id())
+                .fetch_one(&*pool)
+                .await
+                .expect("sqlx select");
+            std::hint::black_box(row);
+        }
+    })
+    .await
+}
+
+type Table = (Vec<Row>, Vec<Row>);
+
+/// The one-task rows on a quiet runtime and beside a [`Neighbour`], and
+/// the 32-task rows beside it.
+async fn point_selects(url: &str, path: &Path) -> (Table, Table, Vec<Row>, Row) {
     let engine = Engine::builder(url)
         .pool_size(POOL as usize)
         .max_overflow(0)
@@ -145,44 +250,14 @@ async fn point_selects(url: &str, path: &Path) -> (Vec<Row>, Row, Vec<Row>, Row)
         .build()
         .await
         .expect("engine");
-    let exclusive = median_async(|| async {
-        let mut conn = engine.acquire().await.expect("acquire");
-        let started = Instant::now();
-        let deadline = started + run_time();
-        let mut n = 0u64;
-        while Instant::now() < deadline {
-            let row = conn.fetch_one(SELECT, (next_id(),)).await.expect("select");
-            std::hint::black_box(row);
-            n += 1;
-        }
-        n as f64 / started.elapsed().as_secs_f64()
-    })
-    .await;
-    let connectionless = |tasks| {
-        let engine = engine.clone();
-        throughput(tasks, move || {
-            let engine = engine.clone();
-            async move {
-                std::hint::black_box(engine.fetch_one(SELECT, (next_id(),)).await.expect("select"));
-            }
-        })
-    };
-    let per_op_checkout = |tasks| {
-        let engine = engine.clone();
-        throughput(tasks, move || {
-            let engine = engine.clone();
-            async move {
-                let mut conn = engine.acquire().await.expect("acquire");
-                std::hint::black_box(conn.fetch_one(SELECT, (next_id(),)).await.expect("select"));
-            }
-        })
-    };
+    let pool = Arc::new(sqlx_pool(path, POOL).await);
     // One-task runs first: after a 32-task run the FIFO pool holds 8 idle
     // connections and rotates through their (sleeping) worker threads.
-    let ours_1 = connectionless(1).await;
-    let checkout_1 = per_op_checkout(1).await;
-    let ours_32 = connectionless(32).await;
-    let checkout_32 = per_op_checkout(32).await;
+    let quiet = one_task(&engine, &pool).await;
+    let neighbour = Neighbour::start(NEIGHBOURS).await;
+    let service = one_task(&engine, &pool).await;
+    let ours_32 = connectionless(&engine, 32).await;
+    let checkout_32 = per_op_checkout(&engine, 32).await;
     engine.close().await;
     let pipelined_engine = Engine::builder(url)
         .pool_size(POOL as usize)
@@ -192,54 +267,13 @@ async fn point_selects(url: &str, path: &Path) -> (Vec<Row>, Row, Vec<Row>, Row)
         .build()
         .await
         .expect("engine");
-    let pipelined_32 = {
-        let engine = pipelined_engine.clone();
-        throughput(32, move || {
-            let engine = engine.clone();
-            async move {
-                std::hint::black_box(engine.fetch_one(SELECT, (next_id(),)).await.expect("select"));
-            }
-        })
-        .await
-    };
+    let pipelined_32 = connectionless(&pipelined_engine, 32).await;
     pipelined_engine.close().await;
-
-    let pool = Arc::new(sqlx_pool(path, POOL).await);
-    let sqlx_run = |tasks| {
-        let pool = Arc::clone(&pool);
-        throughput(tasks, move || {
-            let pool = Arc::clone(&pool);
-            async move {
-                let row = sqlx::query(SELECT)
-                    .bind(next_id())
-                    .fetch_one(&*pool)
-                    .await
-                    .expect("sqlx select");
-                std::hint::black_box(row);
-            }
-        })
-    };
-    let sqlx_1 = sqlx_run(1).await;
-    let sqlx_32 = sqlx_run(32).await;
+    let sqlx_32 = sqlx_run(&pool, 32).await;
+    drop(neighbour);
     (
-        vec![
-            Row {
-                name: "reservoir conn.fetch_one (exclusive checkout)",
-                rate: exclusive.into(),
-            },
-            Row {
-                name: "reservoir engine.fetch_one (connectionless)",
-                rate: ours_1,
-            },
-            Row {
-                name: "reservoir acquire + conn.fetch_one per select",
-                rate: checkout_1,
-            },
-        ],
-        Row {
-            name: "sqlx 0.9 SqlitePool",
-            rate: sqlx_1,
-        },
+        quiet,
+        service,
         vec![
             Row {
                 name: "reservoir engine.fetch_one (connectionless)",
