@@ -1,9 +1,9 @@
 //! The async side of a connection: sending commands to its worker thread,
 //! awaiting answers (interrupting what a dropped caller abandoned), rows.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -29,6 +29,10 @@ pub struct SqliteConnection {
 /// on the thread in the order sent.
 #[derive(Clone)]
 pub(crate) struct Worker {
+    /// The connection, for reads run inline. Declared (so dropped) before
+    /// `tx`: the worker thread ends when the last sender is gone, so it
+    /// holds the last reference and the connection closes on its thread.
+    pub(super) db: Arc<Mutex<Db>>,
     pub(super) tx: std_mpsc::Sender<(u64, Command)>,
     pub(super) state: Arc<WorkerState>,
     pub(super) interrupt: Arc<SqliteInterrupt>,
@@ -87,6 +91,27 @@ impl Drop for Abandon {
         let running = self.state.running.lock().unwrap_or_else(|e| e.into_inner());
         if *running == self.seq {
             self.interrupt.0.interrupt();
+        }
+    }
+}
+
+/// A command's answer: already there (run inline), or from the worker.
+enum Answer<T> {
+    Ready(Result<T>),
+    Sent(Request<T>),
+}
+
+impl<T> Answer<T> {
+    async fn get(self) -> Result<T> {
+        match self {
+            Answer::Ready(result) => {
+                // An answer that never waits would let a loop of reads hold
+                // its runtime thread for good: every so often (tokio's task
+                // budget) this yields, as any tokio resource does.
+                tokio::task::coop::consume_budget().await;
+                result
+            }
+            Answer::Sent(request) => request.answer().await,
         }
     }
 }
@@ -173,7 +198,8 @@ impl Worker {
         }
     }
 
-    /// A query sent now; the future waits for its rows.
+    /// A query sent now to the worker thread, where reads that share the
+    /// connection queue (`pipeline_reads`); the future gives its rows.
     pub(crate) fn query(
         &self,
         sql: &str,
@@ -182,6 +208,22 @@ impl Worker {
     ) -> impl Future<Output = Result<Vec<Row>>> + Send + use<> {
         self.request(|r| Command::Query(sql.into(), params, limit, r))
             .answer()
+    }
+
+    /// A query run now on this thread if it is a short read on a free
+    /// connection (see `inline.rs`), else sent now to the worker thread;
+    /// the future gives its rows.
+    fn read(
+        &self,
+        sql: &str,
+        params: Vec<Value>,
+        limit: Option<usize>,
+    ) -> impl Future<Output = Result<Vec<Row>>> + Send + use<> {
+        let answer = match try_read(&self.db, &self.state, sql, &params, limit) {
+            Some(rows) => Answer::Ready(rows),
+            None => Answer::Sent(self.request(|r| Command::Query(sql.into(), params, limit, r))),
+        };
+        answer.get()
     }
 }
 
@@ -221,7 +263,7 @@ impl SqliteConnection {
         params: Vec<Value>,
         limit: Option<usize>,
     ) -> impl Future<Output = Result<Vec<Row>>> + Send + use<> {
-        self.worker.query(sql, params, limit)
+        self.worker.read(sql, params, limit)
     }
 }
 

@@ -102,16 +102,31 @@ pub(super) fn query(
 ) -> Result<Vec<Row>> {
     let mut stmt = conn.prepare_cached(sql).map_err(map_error)?;
     bind_all(&mut stmt, params)?;
-    let Shape { columns, hints } = shapes.of(sql, &stmt);
+    read_rows(&mut stmt, shapes, sql, limit).map_err(map_error)?
+}
+
+/// Steps a bound statement for up to `limit` rows. Stepping errors stay
+/// raw (the inline path decides on them whether to hand the read over); a
+/// row that cannot be read is the inner error.
+pub(super) fn read_rows(
+    stmt: &mut rusqlite::Statement<'_>,
+    shapes: &mut Shapes,
+    sql: &str,
+    limit: usize,
+) -> rusqlite::Result<Result<Vec<Row>>> {
+    let Shape { columns, hints } = shapes.of(sql, stmt);
     let mut rows = stmt.raw_query();
     let mut out = Vec::new();
     while out.len() < limit {
-        match rows.next().map_err(map_error)? {
-            Some(row) => out.push(read_row(row, &columns, &hints)?),
+        match rows.next()? {
+            Some(row) => match read_row(row, &columns, &hints) {
+                Ok(row) => out.push(row),
+                Err(e) => return Ok(Err(e)),
+            },
             None => break,
         }
     }
-    Ok(out)
+    Ok(Ok(out))
 }
 
 /// Serves pulls on one query until the puller hangs up. Rows are stepped

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection as Sqlite, OpenFlags};
-use tokio::sync::oneshot;
 
 use crate::driver::{AnyConnection, Driver, DriverOptions};
 use crate::error::{Error, ErrorKind, Result};
@@ -20,6 +19,7 @@ use crate::url::{DatabaseUrl, Dialect};
 mod connection;
 mod error;
 mod exec;
+mod inline;
 mod rows;
 mod state;
 mod worker;
@@ -29,6 +29,7 @@ pub(crate) use connection::Worker;
 use connection::*;
 use error::*;
 use exec::*;
+use inline::*;
 use rows::*;
 use state::*;
 use worker::*;
@@ -138,51 +139,42 @@ impl Driver for SqliteDriver {
 
     fn connect(&self) -> BoxFuture<'_, Result<AnyConnection>> {
         Box::pin(async move {
-            let (ready_tx, ready_rx) = oneshot::channel();
             let (tx, rx) = std_mpsc::channel();
             let state = Arc::new(WorkerState {
                 load: Arc::clone(&self.load),
                 timeout: self.statement_timeout,
-                cache_size: self.cache_size,
                 // A new connection is outside a transaction: set before the
                 // caller can see it, or a quick return would look dirty.
                 autocommit: AtomicBool::new(true),
                 ..WorkerState::default()
             });
-            let worker_state = Arc::clone(&state);
-            let opened = self.open();
+            let conn = self.open()?;
+            // The clock of `statement_timeout` and of the inline budget: the
+            // handler runs every thousand VM steps and interrupts past it.
+            let clock = Arc::clone(&state);
+            conn.progress_handler(1000, Some(move || clock.expired()));
+            let interrupt = Arc::new(SqliteInterrupt(conn.get_interrupt_handle()));
+            let db = Arc::new(Mutex::new(Db::new(conn, self.cache_size)));
+            let (worker_db, worker_state) = (Arc::clone(&db), Arc::clone(&state));
             // The worker looks at the runtime's load to decide whether to spin.
             let runtime = tokio::runtime::Handle::try_current().ok();
-            let spawned = std::thread::Builder::new()
+            std::thread::Builder::new()
                 .name("reservoir-sqlite".into())
-                .spawn(move || match opened {
-                    Ok(conn) => {
-                        if worker_state.timeout.is_some() {
-                            let clock = Arc::clone(&worker_state);
-                            conn.progress_handler(1000, Some(move || clock.expired()));
-                        }
-                        let _ = ready_tx.send(Ok(conn.get_interrupt_handle()));
-                        worker(conn, rx, &worker_state, runtime);
-                        worker_state.gone.store(true, SeqCst);
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                    }
-                });
-            if let Err(e) = spawned {
-                return Err(Error::new(
-                    ErrorKind::Connect,
-                    format!("cannot start a SQLite worker thread: {e}"),
-                ));
-            }
-            let interrupt = ready_rx.await.map_err(|_| {
-                Error::new(ErrorKind::Connect, "the SQLite worker thread died while opening")
-            })??;
-            let interrupt = Arc::new(SqliteInterrupt(interrupt));
+                .spawn(move || {
+                    worker(&worker_db, rx, &worker_state, runtime);
+                    worker_state.gone.store(true, SeqCst);
+                })
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::Connect,
+                        format!("cannot start a SQLite worker thread: {e}"),
+                    )
+                })?;
             Ok(AnyConnection::Sqlite(Box::new(SqliteConnection {
                 worker: Worker {
                     tx,
                     state,
+                    db,
                     interrupt: Arc::clone(&interrupt),
                 },
                 interrupt,

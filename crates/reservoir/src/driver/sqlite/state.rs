@@ -1,5 +1,6 @@
-//! What the async side and the worker thread share: the load over an
-//! engine's workers, a worker's state, the commands and pulls it serves.
+//! What the async side and the worker thread share: the connection
+//! itself (behind the lock they take turns on), the load over an engine's
+//! workers, a worker's state, the commands and pulls it serves.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::mpsc as std_mpsc;
@@ -8,10 +9,39 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use rusqlite::Connection as Sqlite;
+
+use super::*;
 use crate::driver::session::Session;
 use crate::error::{Error, ErrorKind, Result};
 use crate::row::Row;
 use crate::value::Value;
+
+/// The SQLite connection and the result shapes its queries keep, behind
+/// one lock: the worker thread holds it for each command it runs, and a
+/// caller that finds the connection free holds it for a short read on its
+/// own thread (see `inline.rs`). Whoever holds it runs one statement at a
+/// time on the connection; nobody waits for it on a runtime thread.
+pub(super) struct Db {
+    pub(super) conn: Sqlite,
+    pub(super) shapes: Shapes,
+}
+
+impl Db {
+    pub(super) fn new(conn: Sqlite, cache_size: usize) -> Db {
+        Db {
+            conn,
+            shapes: Shapes::new(cache_size),
+        }
+    }
+}
+
+/// Takes the connection's lock for the worker thread. A panic while the lock
+/// was held cannot leave the connection half-used (every statement is
+/// reset when its handle drops), so a poisoned lock is taken as it is.
+pub(super) fn lock(db: &Mutex<Db>) -> std::sync::MutexGuard<'_, Db> {
+    db.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// How busy an engine's SQLite connections are, shared by all of them:
 /// spinning pays only while the cores are otherwise idle.
@@ -39,9 +69,13 @@ impl WorkerState {
     /// Starts the statement clock (with `statement_timeout` set).
     pub(super) fn arm(&self) {
         if let Some(timeout) = self.timeout {
-            *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(std::time::Instant::now() + timeout);
+            self.arm_for(timeout);
         }
+    }
+
+    /// Starts the clock with a limit of the caller's (the inline budget).
+    pub(super) fn arm_for(&self, limit: Duration) {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now() + limit);
     }
 
     /// Whether the running statement has passed its deadline (the progress
@@ -73,7 +107,6 @@ impl WorkerState {
 /// What the async side can see of a worker.
 #[derive(Default)]
 pub(super) struct WorkerState {
-    pub(super) cache_size: usize,
     pub(super) timeout: Option<Duration>,
     pub(super) deadline: Mutex<Option<std::time::Instant>>,
     pub(super) load: Arc<Load>,

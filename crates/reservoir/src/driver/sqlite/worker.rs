@@ -1,6 +1,7 @@
 //! The worker thread: one per connection, running its commands in order
 //! and reporting the session's state after each.
 
+use std::sync::Mutex;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
@@ -64,12 +65,11 @@ impl Command {
 }
 
 pub(super) fn worker(
-    conn: Sqlite,
+    db: &Mutex<Db>,
     rx: std_mpsc::Receiver<(u64, Command)>,
     state: &WorkerState,
     runtime: Option<tokio::runtime::Handle>,
 ) {
-    let mut shapes = Shapes::new(state.cache_size);
     // `query_only` is on for a read-only transaction (READ_ONLY_BEGIN).
     let mut query_only = false;
     while let Some((seq, command)) = next_command(&rx, &state.load, runtime.as_ref()) {
@@ -77,34 +77,36 @@ pub(super) fn worker(
             state.finished();
             continue;
         }
+        let mut guard = lock(db);
+        let Db { conn, shapes } = &mut *guard;
         *state.running.lock().unwrap_or_else(|e| e.into_inner()) = seq;
         state.arm();
         match command {
             Command::Execute(sql, params, reply) => {
-                let result = execute(&conn, &sql, &params);
-                finish(&conn, state, reply, result)
+                let result = execute(conn, &sql, &params);
+                finish(conn, state, reply, result)
             }
             Command::ExecuteMany(sql, params, reply) => {
-                let result = execute_many(&conn, &sql, &params);
-                finish(&conn, state, reply, result)
+                let result = execute_many(conn, &sql, &params);
+                finish(conn, state, reply, result)
             }
             Command::Query(sql, params, limit, reply) => {
-                let result = query(&conn, &mut shapes, &sql, &params, limit.unwrap_or(usize::MAX));
-                finish(&conn, state, reply, result)
+                let result = query(conn, shapes, &sql, &params, limit.unwrap_or(usize::MAX));
+                finish(conn, state, reply, result)
             }
             Command::Simple(sql, reply) => {
                 let result = conn.execute_batch(&sql).map_err(map_error);
                 if result.is_ok() && &*sql == READ_ONLY_BEGIN {
                     query_only = true;
                 }
-                finish(&conn, state, reply, result)
+                finish(conn, state, reply, result)
             }
             Command::Enqueued(sql) => {
                 let result = conn.execute_batch(&sql);
                 if let Err(error) = &result {
                     tracing::debug!(%error, "queued statement failed");
                 }
-                publish(&conn, state, result.is_err());
+                publish(conn, state, result.is_err());
                 state.finished();
                 result.is_err()
             }
@@ -114,15 +116,15 @@ pub(super) fn worker(
                 } else {
                     conn.execute_batch("ROLLBACK").map_err(map_error)
                 };
-                finish(&conn, state, reply, result)
+                finish(conn, state, reply, result)
             }
             Command::Ping(reply) => {
                 let result = conn.query_row("SELECT 1", [], |_| Ok(())).map_err(map_error);
-                finish(&conn, state, reply, result)
+                finish(conn, state, reply, result)
             }
             Command::Rows(sql, params, pulls) => {
-                let failed = serve_rows(&conn, &mut shapes, &sql, &params, &pulls);
-                publish(&conn, state, failed);
+                let failed = serve_rows(conn, shapes, &sql, &params, &pulls);
+                publish(conn, state, failed);
                 state.finished();
                 failed
             }
