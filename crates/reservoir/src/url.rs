@@ -59,25 +59,79 @@ fn url_error(input: &str, why: impl fmt::Display) -> Error {
     )
 }
 
-/// Hides the password of a URL that may not even parse.
+/// Hides whatever may be a password in a URL that may not even parse, so
+/// that an error about it can still show where it went wrong. It cannot
+/// know where the password ends in a malformed URL, so it hides more
+/// rather than less:
+/// - everything between the first `:` after the scheme and the last `@`
+///   (a password may hold an unencoded `/`, `?` or `@`; without a known
+///   scheme, `u:PW@h` is read as user and password), or the whole of it
+///   when the scheme lacks its `//`;
+/// - with no `@`, a host's "port" that is not a number (`postgres://u:PW`);
+/// - the value of every query key that names a password.
 fn redact_raw(input: &str) -> String {
-    let Some(scheme_end) = input.find("://") else {
-        return format!("'{input}'");
-    };
-    let rest = &input[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => match rest[..at].find(':') {
-            Some(colon) => format!(
-                "'{}://{}:***{}'",
-                &input[..scheme_end],
-                &rest[..colon],
-                &rest[at..]
-            ),
-            None => format!("'{input}'"),
+    let start = scheme_len(input);
+    let mut out = match input.rfind('@').filter(|&at| at >= start) {
+        // `scheme:PW@h`: without `//` the scheme's colon may be the one
+        // between a missing user and the password.
+        Some(at) if start > 0 && !input[..start].ends_with("//") => {
+            format!("{}***{}", &input[..start], &input[at..])
+        }
+        Some(at) => match input[start..at].find(':') {
+            Some(colon) => format!("{}***{}", &input[..start + colon + 1], &input[at..]),
+            None => input.to_string(),
         },
-        None => format!("'{input}'"),
+        None => hide_wordy_ports(input, start),
+    };
+    let query_from = out.rfind("***@").map_or(start, |i| i + 4);
+    if let Some(q) = out[query_from..].find('?') {
+        let q = query_from + q + 1;
+        let query: Vec<String> = out[q..]
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.to_ascii_lowercase().contains("password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        out = format!("{}{}", &out[..q], query.join("&"));
     }
+    format!("'{out}'")
+}
+
+/// The length of a known scheme at the start of `input` (`postgres:`,
+/// `mysql+x://`), or 0.
+fn scheme_len(input: &str) -> usize {
+    let Some(colon) = input.find(':') else {
+        return 0;
+    };
+    let (scheme, driver) = input[..colon].split_once('+').unwrap_or((&input[..colon], "x"));
+    let known = ["sqlite", "sqlite3", "postgres", "postgresql", "mysql", "mariadb"];
+    let word = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !known.contains(&scheme.to_ascii_lowercase().as_str()) || !word(driver) {
+        return 0;
+    }
+    if input[colon + 1..].starts_with("//") {
+        colon + 3
+    } else {
+        colon + 1
+    }
+}
+
+/// `input` with every `host:port` of its authority whose port is not a
+/// number shown as `host:***`: with no `@`, `postgres://u:PW/db` puts the
+/// password where the port goes.
+fn hide_wordy_ports(input: &str, start: usize) -> String {
+    let end = input[start..].find(['/', '?']).map_or(input.len(), |i| start + i);
+    let hosts: Vec<String> = input[start..end]
+        .split(',')
+        .map(|host| match host.rsplit_once(':') {
+            Some((name, port)) if !host.starts_with('[') && !port.bytes().all(|b| b.is_ascii_digit()) => {
+                format!("{name}:***")
+            }
+            _ => host.to_string(),
+        })
+        .collect();
+    format!("{}{}{}", &input[..start], hosts.join(","), &input[end..])
 }
 
 fn decode(input: &str, part: &str) -> Result<String> {
@@ -178,6 +232,10 @@ fn parse_host(input: &str, host: &str) -> Result<(String, Option<u16>)> {
         }
     };
     let port = match port {
+        // A port that is not a number may be a misplaced password: not shown.
+        Some(p) if !p.bytes().all(|b| b.is_ascii_digit()) => {
+            return Err(url_error(input, "invalid port (not a number)"));
+        }
         Some(p) => Some(
             p.parse::<u16>()
                 .map_err(|_| url_error(input, format_args!("invalid port '{p}'")))?,
@@ -469,6 +527,68 @@ mod tests {
             let text = err.to_string();
             assert!(text.contains(says), "{bad}: {text}");
             assert!(!text.contains("topsecret"), "{text}");
+        }
+    }
+
+    /// Malformed URLs that each carry the password `Pw0rd`, in every
+    /// place a user has put one by mistake: no error shows it, by
+    /// `Display`, `Debug` or the error chain.
+    #[test]
+    fn no_malformed_url_shows_its_password() {
+        for bad in [
+            "postgres:u:Pw0rd@h/db",
+            "u:Pw0rd@h/db",
+            "postgres://u:Pw/0rd@h/db",
+            "postgres://u:P?w0rd@h/db",
+            "postgres://u:Pw@0rd@h:99999/db",
+            "postgres://u:Pw0rd/db",
+            "postgres://u:Pw0rd",
+            "mysql://u:Pw0rd@h:x/db",
+            "oracle://u:Pw0rd@h/db",
+            "postgres://u@h:99999/db?password=Pw0rd",
+            "postgres://u:Pw0rd@h/%FF?password=Pw0rd",
+            "postgres://h/db?sslpassword=Pw0rd&x=%FF",
+            "mysql//u:Pw0rd@h/db",
+            "postgresql+tokio:/u:Pw0rd@h/db",
+        ] {
+            let err = DatabaseUrl::parse(bad).expect_err(bad);
+            assert_eq!(err.kind(), &ErrorKind::Url, "{bad}");
+            let mut shown = vec![err.to_string(), format!("{err:?}"), format!("{err:#?}")];
+            let mut source = std::error::Error::source(&err);
+            while let Some(e) = source {
+                shown.push(e.to_string());
+                source = e.source();
+            }
+            for text in shown {
+                assert!(!text.contains("Pw0rd") && !text.contains("0rd"), "{bad}: {text}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// No input panics the parser.
+        #[test]
+        fn parsing_never_panics(s in ".*") {
+            let _ = DatabaseUrl::parse(&s);
+        }
+
+        /// A password written after `user:`, whatever surrounds it, never
+        /// shows in an error, nor in the URL when it parses.
+        #[test]
+        fn a_password_never_shows(
+            scheme in "(postgres|postgresql\\+x|mysql|mariadb|oracle|)",
+            sep in "(://|:|:/|//|)",
+            user in "[a-z]{0,4}",
+            secret in "[A-Za-z0-9/?@#%:&=]{0,10}",
+            rest in "[a-z0-9:/?=&%@.,\\[\\]]{0,16}",
+        ) {
+            let password = format!("Zq7{secret}");
+            let url = format!("{scheme}{sep}{user}:{password}@{rest}");
+            let shown = match DatabaseUrl::parse(&url) {
+                Err(e) => format!("{e} {e:?}"),
+                Ok(parsed) => format!("{parsed} {parsed:?}"),
+            };
+            proptest::prop_assert!(!shown.contains("Zq7"), "{} shows {}", url, shown);
         }
     }
 
