@@ -1,7 +1,7 @@
 //! Placeholder scanning: `:name` parameters rewritten to the database's own
-//! style, skipping string literals, quoted identifiers, comments, `::` casts
-//! and dollar-quoted bodies. `\:` stands for a literal colon. In MySQL's
-//! strings a backslash escapes the next character, as MySQL reads them.
+//! style, skipping string literals, quoted identifiers, comments, `::` casts,
+//! array slices and dollar-quoted bodies, each as its dialect reads them.
+//! `\:` stands for a literal colon. One pass, linear in the SQL's length.
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -25,15 +25,23 @@ pub struct Rewritten {
     pub names: Vec<String>,
 }
 
-fn is_ident_start(c: char) -> bool {
-    c.is_ascii_alphabetic() || c == '_'
-}
-
-fn is_ident(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_'
+/// Bytes that continue a word: ASCII letters, digits, `_`, and every byte
+/// of a non-ASCII character (PostgreSQL and SQLite identifiers may hold
+/// any letter).
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
 }
 
 /// Rewrites `:name` placeholders in `sql` into `style`.
+///
+/// A `:name` is a placeholder where SQLAlchemy's `text()` takes one: not
+/// inside a string, quoted identifier, comment or dollar-quoted body, not
+/// part of a `::` cast, and not right after a word (`arr[lo:hi]` is an
+/// array slice). Names are ASCII words. Quoting follows the dialect:
+/// PostgreSQL's `E'..'` strings take backslash escapes and `$tag$` bodies
+/// quote; MySQL's strings take backslash escapes and `#` starts a comment;
+/// SQLite's `[..]` quotes an identifier. One pass over the bytes: linear in
+/// the length of the SQL.
 ///
 /// ```
 /// use reservoir::sql::{rewrite_named, Placeholder};
@@ -43,104 +51,125 @@ fn is_ident(c: char) -> bool {
 /// # Ok::<(), reservoir::Error>(())
 /// ```
 pub fn rewrite_named(sql: &str, style: Placeholder) -> Result<Rewritten> {
+    let b = sql.as_bytes();
     let mut out = String::with_capacity(sql.len() + 8);
-    let mut names: Vec<String> = Vec::new();
-    let chars: Vec<(usize, char)> = sql.char_indices().collect();
+    let mut names = Names::default();
+    // `sql[copied..i]` is still to be copied to `out`: every skip below
+    // only moves `i`, and text is copied where a placeholder replaces it.
+    // Both only ever stop at ASCII bytes, so the slices are on char bounds.
+    let mut copied = 0;
     let mut i = 0;
-    while i < chars.len() {
-        let (at, c) = chars[i];
-        let next = chars.get(i + 1).map(|&(_, c)| c);
-        match c {
-            '\'' | '"' | '`' => {
-                // MySQL reads backslash escapes in strings, not in `identifiers`.
-                let backslash = style == Placeholder::QuestionBackslash && c != '`';
-                let end = closing_quote(&chars, i, c, backslash);
-                out.push_str(&sql[at..byte_at(sql, &chars, end)]);
-                i = end;
-            }
-            '-' if next == Some('-') => {
-                let end = chars[i..]
-                    .iter()
-                    .position(|&(_, c)| c == '\n')
-                    .map_or(chars.len(), |p| i + p);
-                out.push_str(&sql[at..byte_at(sql, &chars, end)]);
-                i = end;
-            }
-            '/' if next == Some('*') => {
-                let end = block_comment_end(&chars, i)?;
-                out.push_str(&sql[at..byte_at(sql, &chars, end)]);
-                i = end;
-            }
-            // Dollar quoting is PostgreSQL's; elsewhere `$` is plain text.
-            '$' if style == Placeholder::Dollar => match dollar_quote_end(sql, &chars, i) {
-                Some(end) => {
-                    out.push_str(&sql[at..byte_at(sql, &chars, end)]);
-                    i = end;
-                }
-                None => {
-                    out.push(c);
-                    i += 1;
-                }
-            },
-            '\\' if next == Some(':') => {
-                out.push(':');
-                i += 2;
-            }
-            ':' if next == Some(':') => {
-                out.push_str("::");
-                i += 2;
-            }
-            ':' if next.is_some_and(is_ident_start) => {
-                let start = i + 1;
-                let end = chars[start..]
-                    .iter()
-                    .position(|&(_, c)| !is_ident(c))
-                    .map_or(chars.len(), |p| start + p);
-                let name = &sql[chars[start].0..byte_at(sql, &chars, end)];
-                match style {
-                    Placeholder::Question | Placeholder::QuestionBackslash => {
-                        out.push('?');
-                        names.push(name.to_string());
-                    }
+    let after_word = |i: usize| i > 0 && is_word_byte(b[i - 1]);
+    while i < b.len() {
+        let next = b.get(i + 1).copied();
+        i = match b[i] {
+            b'\'' => {
+                let escapes = match style {
+                    Placeholder::QuestionBackslash => true,
+                    // E'..': an escape string, unless the E ends a word.
                     Placeholder::Dollar => {
-                        let pos = match names.iter().position(|n| n == name) {
-                            Some(p) => p,
-                            None => {
-                                names.push(name.to_string());
-                                names.len() - 1
-                            }
-                        };
-                        out.push('$');
-                        out.push_str(&(pos + 1).to_string());
+                        i > 0 && matches!(b[i - 1], b'E' | b'e') && !(i > 1 && is_word_byte(b[i - 2]))
                     }
-                }
-                i = end;
+                    Placeholder::Question => false,
+                };
+                closing_quote(b, i, b'\'', escapes)
             }
-            _ => {
-                out.push(c);
-                i += 1;
+            // MySQL reads backslash escapes in "strings", not in `identifiers`.
+            b'"' => closing_quote(b, i, b'"', style == Placeholder::QuestionBackslash),
+            b'`' => closing_quote(b, i, b'`', false),
+            b'[' if style == Placeholder::Question => find_from(b, i + 1, b']').map_or(b.len(), |j| j + 1),
+            b'#' if style == Placeholder::QuestionBackslash => line_end(b, i),
+            b'-' if next == Some(b'-') => line_end(b, i),
+            b'/' if next == Some(b'*') => block_comment_end(b, i)?,
+            // Dollar quoting is PostgreSQL's; elsewhere `$` is plain text,
+            // and after a word it is part of an identifier (`a$b$`).
+            b'$' if style == Placeholder::Dollar && !after_word(i) => {
+                dollar_quote_end(sql, i).unwrap_or(i + 1)
             }
-        }
+            b'\\' if next == Some(b':') => {
+                out.push_str(&sql[copied..i]);
+                out.push(':');
+                copied = i + 2;
+                i + 2
+            }
+            b':' if next == Some(b':') => i + 2,
+            b':' if next.is_some_and(|c| c.is_ascii_alphabetic() || c == b'_') && !after_word(i) => {
+                let end = (i + 1..b.len())
+                    .find(|&j| !(b[j].is_ascii_alphanumeric() || b[j] == b'_'))
+                    .unwrap_or(b.len());
+                out.push_str(&sql[copied..i]);
+                names.place(&sql[i + 1..end], style, &mut out);
+                copied = end;
+                end
+            }
+            _ => i + 1,
+        };
     }
-    Ok(Rewritten { sql: out, names })
+    out.push_str(&sql[copied..]);
+    Ok(Rewritten {
+        sql: out,
+        names: names.order,
+    })
 }
 
-fn byte_at(sql: &str, chars: &[(usize, char)], i: usize) -> usize {
-    chars.get(i).map_or(sql.len(), |&(b, _)| b)
+/// The names bound, in order of position, and where each already is
+/// (PostgreSQL binds a name used twice once).
+#[derive(Default)]
+struct Names {
+    order: Vec<String>,
+    /// By name, once there are enough that a scan would cost: a statement
+    /// may bind thousands.
+    index: Option<std::collections::HashMap<String, usize>>,
+}
+
+impl Names {
+    /// Writes the placeholder for `name` and records it.
+    fn place(&mut self, name: &str, style: Placeholder, out: &mut String) {
+        if style != Placeholder::Dollar {
+            out.push('?');
+            self.order.push(name.to_string());
+            return;
+        }
+        let found = match &self.index {
+            Some(index) => index.get(name).copied(),
+            None => self.order.iter().position(|n| n == name),
+        };
+        let pos = found.unwrap_or_else(|| {
+            self.order.push(name.to_string());
+            let pos = self.order.len() - 1;
+            if let Some(index) = &mut self.index {
+                index.insert(name.to_string(), pos);
+            } else if self.order.len() > 32 {
+                self.index = Some(self.order.iter().cloned().zip(0..).collect());
+            }
+            pos
+        });
+        out.push('$');
+        out.push_str(&(pos + 1).to_string());
+    }
+}
+
+fn find_from(b: &[u8], from: usize, byte: u8) -> Option<usize> {
+    b.get(from..)?.iter().position(|&c| c == byte).map(|p| from + p)
+}
+
+/// Index of the newline ending the line comment at `i` (or the end).
+fn line_end(b: &[u8], i: usize) -> usize {
+    find_from(b, i, b'\n').unwrap_or(b.len())
 }
 
 /// Index just past the quote closing the one at `i`; a doubled quote (and,
 /// with `backslash`, a backslash) escapes. An unclosed quote runs to the end
 /// (the database reports it).
-fn closing_quote(chars: &[(usize, char)], i: usize, q: char, backslash: bool) -> usize {
+fn closing_quote(b: &[u8], i: usize, q: u8, backslash: bool) -> usize {
     let mut j = i + 1;
-    while j < chars.len() {
-        if backslash && chars[j].1 == '\\' {
+    while j < b.len() {
+        if backslash && b[j] == b'\\' {
             j += 2;
             continue;
         }
-        if chars[j].1 == q {
-            if chars.get(j + 1).is_some_and(|&(_, c)| c == q) {
+        if b[j] == q {
+            if b.get(j + 1) == Some(&q) {
                 j += 2;
                 continue;
             }
@@ -148,20 +177,20 @@ fn closing_quote(chars: &[(usize, char)], i: usize, q: char, backslash: bool) ->
         }
         j += 1;
     }
-    chars.len()
+    b.len()
 }
 
 /// Index just past a (nested) block comment starting at `i`.
-fn block_comment_end(chars: &[(usize, char)], i: usize) -> Result<usize> {
+fn block_comment_end(b: &[u8], i: usize) -> Result<usize> {
     let mut depth = 0;
     let mut j = i;
-    while j + 1 < chars.len() {
-        match (chars[j].1, chars[j + 1].1) {
-            ('/', '*') => {
+    while j + 1 < b.len() {
+        match (b[j], b[j + 1]) {
+            (b'/', b'*') => {
                 depth += 1;
                 j += 2;
             }
-            ('*', '/') => {
+            (b'*', b'/') => {
                 depth -= 1;
                 j += 2;
                 if depth == 0 {
@@ -174,22 +203,24 @@ fn block_comment_end(chars: &[(usize, char)], i: usize) -> Result<usize> {
     Err(Error::new(ErrorKind::Param, "unterminated /* comment in SQL"))
 }
 
-/// If a dollar-quote tag (`$$` or `$tag$`) starts at `i`, the index just past
-/// its closing tag.
-fn dollar_quote_end(sql: &str, chars: &[(usize, char)], i: usize) -> Option<usize> {
-    let mut j = i + 1;
-    while j < chars.len() && is_ident(chars[j].1) {
-        j += 1;
+/// If a dollar-quote tag (`$$`, `$tag$`, `$é$`) starts at `i`, the index
+/// just past its closing tag; an unclosed body runs to the end (the server
+/// reports it), so that no opener is searched for twice.
+fn dollar_quote_end(sql: &str, i: usize) -> Option<usize> {
+    let b = sql.as_bytes();
+    if b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+        return None; // $1: a positional parameter
     }
-    if chars.get(j).map(|&(_, c)| c) != Some('$')
-        || chars.get(i + 1).is_some_and(|&(_, c)| c.is_ascii_digit())
-    {
+    let close = (i + 1..b.len()).find(|&j| !is_word_byte(b[j]))?;
+    if b[close] != b'$' {
         return None;
     }
-    let tag = &sql[chars[i].0..=chars[j].0];
-    let body_start = chars[j].0 + 1;
-    let close = sql[body_start..].find(tag)? + body_start + tag.len();
-    Some(chars.iter().position(|&(b, _)| b >= close).unwrap_or(chars.len()))
+    let tag = &sql[i..=close];
+    Some(
+        sql[close + 1..]
+            .find(tag)
+            .map_or(sql.len(), |at| close + 1 + at + tag.len()),
+    )
 }
 
 /// Whether `sql` is a plain query (its first word SELECT, WITH, VALUES or
@@ -311,12 +342,67 @@ mod tests {
             ("SELECT :_a1, :1", Question, "SELECT ?, :1", &["_a1"]),
             ("SELECT 'ünï:cödé', :é", Question, "SELECT 'ünï:cödé', :é", &[]),
             ("SELECT ':unclosed", Question, "SELECT ':unclosed", &[]),
+            // PostgreSQL escape strings take backslash escapes; others do not.
+            (
+                r"SELECT E'it\'s :no', :yes",
+                Dollar,
+                r"SELECT E'it\'s :no', $1",
+                &["yes"],
+            ),
+            (r"SELECT e'\\', :yes", Dollar, r"SELECT e'\\', $1", &["yes"]),
+            (r"SELECT 'a\', :yes", Dollar, r"SELECT 'a\', $1", &["yes"]),
+            (r"SELECT NAMEE'x', :yes", Dollar, r"SELECT NAMEE'x', $1", &["yes"]),
+            // Array slices: a colon right after a word is not a placeholder.
+            (
+                "SELECT arr[lo:hi], arr[1:2], arr[:i]",
+                Dollar,
+                "SELECT arr[lo:hi], arr[1:2], arr[$1]",
+                &["i"],
+            ),
+            // MySQL's # comments; in PostgreSQL # is an operator.
+            (
+                "SELECT 1 # :a\n, :b",
+                Placeholder::QuestionBackslash,
+                "SELECT 1 # :a\n, ?",
+                &["b"],
+            ),
+            ("SELECT 5 # :a", Dollar, "SELECT 5 # $1", &["a"]),
+            // Dollar tags may hold any letter; `$` after a word is part of it.
+            ("SELECT $é$ :b $é$, :c", Dollar, "SELECT $é$ :b $é$, $1", &["c"]),
+            ("SELECT a$b$c, :x", Dollar, "SELECT a$b$c, $1", &["x"]),
+            ("SELECT $q$ :a", Dollar, "SELECT $q$ :a", &[]),
+            ("SELECT $2::int", Dollar, "SELECT $2::int", &[]),
+            // SQLite's [bracketed] identifiers.
+            (
+                "SELECT [a:b] FROM t WHERE x = :x",
+                Question,
+                "SELECT [a:b] FROM t WHERE x = ?",
+                &["x"],
+            ),
         ];
         for (sql, style, want, names) in cases {
             let r = rewrite_named(sql, *style).unwrap();
             assert_eq!(r.sql, *want, "{sql}");
             assert_eq!(r.names, *names, "{sql}");
         }
+    }
+
+    /// Many dollar-quoted bodies and placeholders in one statement: the
+    /// scan is one pass (it was quadratic in the number of bodies).
+    #[test]
+    fn a_long_statement_is_rewritten_whole() {
+        let piece = "$f$ body :not $f$, :p, 'it''s', $$ x $$ -- :c\n";
+        let sql = piece.repeat(20_000);
+        let r = rewrite_named(&sql, Dollar).unwrap();
+        assert_eq!(r.names, ["p"]);
+        assert_eq!(r.sql.matches("$1").count(), 20_000);
+        assert_eq!(r.sql.matches(":not").count(), 20_000);
+        let many: String = (0..5_000).map(|n| format!(":p{n},")).collect();
+        let r = rewrite_named(&many, Dollar).unwrap();
+        assert_eq!(r.names.len(), 5_000);
+        assert!(r.sql.ends_with("$5000,"));
+        let r = rewrite_named(&format!("{many}:p17"), Dollar).unwrap();
+        assert!(r.sql.ends_with("$18"), "a name seen before keeps its position");
     }
 
     #[test]
