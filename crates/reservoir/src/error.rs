@@ -45,6 +45,10 @@ pub enum ErrorKind {
     /// The transaction was rolled back instead of committed (it failed at
     /// an earlier statement, or the server ended it): none of its work was kept.
     RolledBack,
+    /// The connection was lost after COMMIT was sent and before its answer:
+    /// the transaction may or may not have been kept. Never retry it
+    /// blindly (that can apply it twice); check on a new connection.
+    InDoubt,
 }
 
 /// The error type of every fallible Reservoir call.
@@ -124,9 +128,28 @@ impl Error {
         self.code() == Some("23505")
     }
 
-    /// The connection is gone; the statement may be retried on a new one.
+    /// The connection was lost while the statement ran. The statement may
+    /// still have taken effect (a write sent outside a transaction may be
+    /// kept): repeat only what is safe to repeat. A COMMIT lost this way is
+    /// [`ErrorKind::InDoubt`] instead, for which this is `false`, so that
+    /// code retrying on disconnects never applies a transaction twice.
     pub fn is_disconnect(&self) -> bool {
         matches!(self.kind, ErrorKind::Disconnected)
+    }
+
+    /// The connection was lost after COMMIT was sent: whether the
+    /// transaction was kept is unknown ([`ErrorKind::InDoubt`]).
+    pub fn is_in_doubt(&self) -> bool {
+        matches!(self.kind, ErrorKind::InDoubt)
+    }
+
+    /// A lost COMMIT: the same loss, as the in-doubt error it is.
+    pub(crate) fn into_in_doubt(self) -> Self {
+        let message = format!(
+            "the connection was lost after COMMIT was sent; the transaction may or may not have been kept ({})",
+            self.message
+        );
+        Error::new(ErrorKind::InDoubt, message).with_source(self)
     }
 
     /// A time limit ran out: waiting for a connection or running a statement.
@@ -172,6 +195,7 @@ fn kind_name(kind: &ErrorKind) -> &'static str {
         ErrorKind::NoRows => "no rows",
         ErrorKind::Usage => "usage error",
         ErrorKind::RolledBack => "transaction rolled back",
+        ErrorKind::InDoubt => "commit in doubt",
     }
 }
 

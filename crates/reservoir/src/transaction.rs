@@ -154,7 +154,11 @@ impl<'c> Transaction<'c> {
             (false, 1) => "ROLLBACK".to_string(),
             (false, d) => session::rollback_to(d),
         };
-        let result = self.simple(&sql).await;
+        let result = match self.simple(&sql).await {
+            // The COMMIT may have reached the server and been applied.
+            Err(e) if commit && self.depth == 1 && e.is_disconnect() => Err(e.into_in_doubt()),
+            other => other,
+        };
         if let Some(s) = self.link_session() {
             s.end_levels(self.depth);
         }

@@ -9,19 +9,32 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::proxy::Proxy;
-use common::{Db, Route};
-use reservoir::{Dialect, Engine, params};
+use common::{Db, Route, fresh_table};
+use reservoir::{Dialect, Engine, ErrorKind, params};
 
-per_dialect!(a_reset_on_a_silent_server_gives_up_and_frees_the_slot);
+per_dialect!(
+    a_reset_on_a_silent_server_gives_up_and_frees_the_slot,
+    a_commit_whose_answer_is_lost_is_in_doubt,
+);
 
-async fn a_reset_on_a_silent_server_gives_up_and_frees_the_slot(db: Db) {
+/// A proxy in front of `db`'s server and the URL through it; `None` where
+/// there is no socket to freeze (SQLite) or the route is Direct's again.
+async fn proxied(db: &Db) -> Option<(Proxy, String)> {
     let (upstream, url) = match (db.dialect, db.route) {
         (Dialect::Postgres, Route::Direct) => ("127.0.0.1:5432", "postgres://postgres@127.0.0.1:{port}/test"),
         (Dialect::Mysql, _) => ("127.0.0.1:3306", "mysql://root@127.0.0.1:{port}/test"),
-        _ => return, // no socket to freeze (SQLite), or the same path as Direct
+        _ => return None,
     };
     let proxy = Proxy::start(upstream).await;
-    let engine = Engine::builder(url.replace("{port}", &proxy.port.to_string()))
+    let url = url.replace("{port}", &proxy.port.to_string());
+    Some((proxy, url))
+}
+
+async fn a_reset_on_a_silent_server_gives_up_and_frees_the_slot(db: Db) {
+    let Some((proxy, url)) = proxied(&db).await else {
+        return;
+    };
+    let engine = Engine::builder(url)
         .pool_size(1)
         .max_overflow(0)
         .pool_timeout(Duration::from_secs(30))
@@ -51,4 +64,39 @@ async fn a_reset_on_a_silent_server_gives_up_and_frees_the_slot(db: Db) {
     tokio::time::timeout(Duration::from_secs(10), engine.close())
         .await
         .expect("close() returns");
+}
+
+/// The connection is lost after COMMIT was sent: the caller is told the
+/// commit is in doubt, never that it failed cleanly or that it may be
+/// retried as a disconnect.
+async fn a_commit_whose_answer_is_lost_is_in_doubt(db: Db) {
+    let Some((proxy, url)) = proxied(&db).await else {
+        return;
+    };
+    let engine = Engine::builder(url).pool_size(1).build().await.unwrap();
+    let t = fresh_table(&db, &engine, "in_doubt", "id INTEGER").await;
+    let mut tx = engine.begin().await.unwrap();
+    tx.execute(&format!("INSERT INTO {t} (id) VALUES (1)"), ())
+        .await
+        .unwrap();
+    proxy.freeze();
+    let commit = tokio::spawn(tx.commit());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.cut();
+    let err = tokio::time::timeout(Duration::from_secs(10), commit)
+        .await
+        .expect("the commit returns once the connection is cut")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::InDoubt, "{err:?}");
+    assert!(err.is_in_doubt() && !err.is_disconnect(), "{err:?}");
+    proxy.thaw();
+    // The engine serves again; the table says what the server kept.
+    let kept: i64 = engine
+        .fetch_scalar(&format!("SELECT count(*) FROM {t}"), ())
+        .await
+        .unwrap();
+    assert!(kept <= 1, "{kept}");
+    engine.execute(&format!("DROP TABLE {t}"), ()).await.unwrap();
+    engine.close().await;
 }

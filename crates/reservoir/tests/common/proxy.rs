@@ -1,6 +1,7 @@
 //! A fault proxy on loopback: forwards TCP to a server until frozen, then
 //! holds every byte in both directions without closing either side (a
-//! server gone silent, a NAT that dropped the flow). Stopped with the test.
+//! server gone silent, a NAT that dropped the flow); or cuts every open
+//! flow (a connection lost). Stopped with the test.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -13,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct Proxy {
     pub port: u16,
     frozen: Arc<AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -24,6 +26,7 @@ impl Proxy {
         let frozen = Arc::new(AtomicBool::new(false));
         let upstream = upstream.to_string();
         let flag = Arc::clone(&frozen);
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(&upstream).await else {
@@ -31,11 +34,24 @@ impl Proxy {
                 };
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                tokio::spawn(pump(cr, sw, Arc::clone(&flag)));
-                tokio::spawn(pump(sr, cw, Arc::clone(&flag)));
+                let mut cuts = cuts.clone();
+                cuts.mark_unchanged();
+                tokio::spawn(pump(cr, sw, Arc::clone(&flag), cuts.clone()));
+                tokio::spawn(pump(sr, cw, Arc::clone(&flag), cuts));
             }
         });
-        Proxy { port, frozen, accept }
+        Proxy {
+            port,
+            frozen,
+            cut,
+            accept,
+        }
+    }
+
+    /// Closes every flow open now, both sides (held bytes are dropped);
+    /// new connections are forwarded as before.
+    pub fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
     }
 
     /// Stops forwarding (both sides stay open).
@@ -56,6 +72,19 @@ impl Drop for Proxy {
 }
 
 async fn pump(
+    from: tokio::net::tcp::OwnedReadHalf,
+    to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+    mut cut: tokio::sync::watch::Receiver<u64>,
+) {
+    // Dropping both halves closes the socket.
+    tokio::select! {
+        () = forward(from, to, frozen) => {}
+        _ = cut.changed() => {}
+    }
+}
+
+async fn forward(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     frozen: Arc<AtomicBool>,

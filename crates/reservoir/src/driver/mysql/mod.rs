@@ -365,6 +365,7 @@ impl RawConnection for MysqlConnection {
             let (op, mut conn) = self.lock().await?;
             // After the queued SQL (a rollback) has run.
             let own = self.session.status() == TxStatus::Idle;
+            let committing = AtomicBool::new(false);
             let result = async {
                 if own {
                     conn.query_drop("START TRANSACTION").await?;
@@ -392,12 +393,17 @@ impl RawConnection for MysqlConnection {
                 };
                 if own {
                     let end = if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                    committing.store(outcome.is_ok(), SeqCst);
                     conn.query_drop(end).await?;
                 }
                 outcome.map(|()| total)
             }
             .await;
-            self.finish(&conn, op, result)
+            match self.finish(&conn, op, result) {
+                // The COMMIT may have reached the server and been applied.
+                Err(e) if committing.load(SeqCst) && e.is_disconnect() => Err(e.into_in_doubt()),
+                other => other,
+            }
         })
     }
 

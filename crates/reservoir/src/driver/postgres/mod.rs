@@ -294,7 +294,10 @@ impl PgConnection {
         let end = if ok { "COMMIT" } else { "ROLLBACK" };
         let ended = self.client.batch_execute(end).await.map_err(map_error);
         observe(&self.session, end, &ended);
-        ended
+        match ended {
+            Err(e) if ok && e.is_disconnect() => Err(e.into_in_doubt()),
+            other => other,
+        }
     }
 
     /// [`RawConnection::execute`], as a future of its own type.
