@@ -10,12 +10,14 @@ use reservoir::{Engine, params};
 #[tokio::test]
 async fn echo_logs_statements_without_values_or_passwords() {
     let captured = LogCapture::default();
-    let subscriber = tracing_subscriber::fmt()
+    // `try_init` also routes the `log` crate's records here (tokio-postgres
+    // logs each statement's parameters through it at DEBUG).
+    tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
         .with_ansi(false)
         .with_writer(captured.clone())
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+        .try_init()
+        .unwrap();
 
     let engine = Engine::builder("sqlite::memory:")
         .echo(true)
@@ -86,6 +88,11 @@ async fn echo_logs_statements_without_values_or_passwords() {
         "the statement is logged: {log}"
     );
     assert!(log.contains(" INFO "), "at INFO: {log}");
+    #[cfg(feature = "postgres")]
+    assert!(
+        log.contains("executing statement"),
+        "tokio-postgres's own DEBUG lines are captured too: {log}"
+    );
     assert!(!log.contains("s3cr3t"), "no parameter value in the log: {log}");
     assert!(!log.contains("hunter2"), "no password in the log: {log}");
 }

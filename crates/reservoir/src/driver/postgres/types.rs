@@ -306,8 +306,15 @@ fn read_array(ty: &Type, member: &Type, raw: &[u8]) -> std::result::Result<Value
 
 /// A `Value` bound to a parameter of whatever type the server inferred:
 /// converted (with range checks) to that type, or sent as text.
-#[derive(Debug)]
 pub(super) struct PgBind<'a>(pub(super) &'a Value);
+
+/// Shows the value's type, never the value: tokio-postgres logs every
+/// statement's parameters at DEBUG through this.
+impl std::fmt::Debug for PgBind<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} value>", self.0.type_name())
+    }
+}
 
 type BoxError = Box<dyn std::error::Error + Sync + Send>;
 
