@@ -15,6 +15,7 @@ use reservoir::{Dialect, Engine, ErrorKind, params};
 per_dialect!(
     a_reset_on_a_silent_server_gives_up_and_frees_the_slot,
     a_commit_whose_answer_is_lost_is_in_doubt,
+    a_server_that_accepts_and_stalls_fails_the_connect_in_time,
 );
 
 /// A proxy in front of `db`'s server and the URL through it; `None` where
@@ -99,4 +100,37 @@ async fn a_commit_whose_answer_is_lost_is_in_doubt(db: Db) {
     assert!(kept <= 1, "{kept}");
     engine.execute(&format!("DROP TABLE {t}"), ()).await.unwrap();
     engine.close().await;
+}
+
+/// A server that accepts the TCP connection and then says nothing: the
+/// connect (TLS, startup, authentication included) fails within
+/// `connect_timeout` with a `Connect` error, not at `pool_timeout`.
+async fn a_server_that_accepts_and_stalls_fails_the_connect_in_time(db: Db) {
+    let scheme = match (db.dialect, db.route) {
+        (Dialect::Postgres, Route::Direct) => "postgres://postgres",
+        (Dialect::Mysql, _) => "mysql://root",
+        _ => return,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mute = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let started = Instant::now();
+    let err = Engine::builder(format!("{scheme}@127.0.0.1:{port}/test?connect_timeout=1"))
+        .pool_timeout(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    mute.abort();
+    assert_eq!(err.kind(), &ErrorKind::Connect, "{err:?}");
+    assert!(err.to_string().contains("connect_timeout"), "{err}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "the connect gave up after {took:?}"
+    );
 }

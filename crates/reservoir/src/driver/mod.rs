@@ -13,6 +13,8 @@ mod prefetch;
 pub mod session;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) mod wire;
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;

@@ -14,6 +14,8 @@ use mysql_async::consts::StatusFlags;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Params};
 
+use crate::driver::wire::{WIRE_KEYS, Wire};
+
 use super::session::TxOptions;
 use super::session::{Session, TxStatus};
 use super::{AnyConnection, Driver, DriverOptions, InFlight, RawConnection, RowSource};
@@ -31,30 +33,25 @@ use types::{Shape, to_mysql};
 const ER_UNSUPPORTED_PS: u16 = 1295;
 
 /// The URL parameters this driver understands (besides the engine's).
-const DRIVER_KEYS: &[&str] = &["connect_timeout"];
-
 /// Opens MySQL/MariaDB connections.
 pub struct MysqlDriver {
     opts: Opts,
-    connect_timeout: Option<Duration>,
+    wire: Wire,
 }
 
 impl MysqlDriver {
     /// A driver for the server `url` names.
     pub fn new(url: &DatabaseUrl, options: &DriverOptions) -> Result<Self> {
-        let mut connect_timeout = None;
+        let mut wire = Wire::default();
         for (key, value) in url.query() {
-            match key.as_str() {
-                "connect_timeout" => connect_timeout = Some(super::seconds(key, value)?),
-                k => {
-                    return Err(Error::new(
-                        ErrorKind::Url,
-                        format!(
-                            "unknown MySQL URL parameter '{k}' (known: {})",
-                            DRIVER_KEYS.join(", ")
-                        ),
-                    ));
-                }
+            if !wire.take(key, value)? {
+                return Err(Error::new(
+                    ErrorKind::Url,
+                    format!(
+                        "unknown MySQL URL parameter '{key}' (known: {})",
+                        WIRE_KEYS.join(", ")
+                    ),
+                ));
             }
         }
         if url.hosts().len() > 1 {
@@ -82,10 +79,13 @@ impl MysqlDriver {
             // Rows matched, not only rows changed, as the other dialects count.
             .client_found_rows(true)
             .prefer_socket(false)
+            // mysql_async sets the idle time only: the probes' interval and
+            // count are the system's, and TCP_USER_TIMEOUT is not settable.
+            .tcp_keepalive(wire.keepalives.then_some(wire.keepalives_idle))
             .init(init);
         Ok(MysqlDriver {
             opts: opts.into(),
-            connect_timeout,
+            wire,
         })
     }
 }
@@ -124,17 +124,12 @@ impl Driver for MysqlDriver {
 
     fn connect(&self) -> BoxFuture<'_, Result<AnyConnection>> {
         Box::pin(async move {
-            let connecting = Conn::new(self.opts.clone());
-            let conn = match self.connect_timeout {
-                Some(limit) => tokio::time::timeout(limit, connecting).await.map_err(|_| {
-                    Error::new(
-                        ErrorKind::Connect,
-                        format!("cannot connect to MySQL: no answer within {limit:?}"),
-                    )
-                })?,
-                None => connecting.await,
-            }
-            .map_err(|e| Error::new(ErrorKind::Connect, format!("cannot connect to MySQL: {e}")))?;
+            let connecting = async {
+                Conn::new(self.opts.clone())
+                    .await
+                    .map_err(|e| Error::new(ErrorKind::Connect, format!("cannot connect to MySQL: {e}")))
+            };
+            let conn = self.wire.bounded("MySQL", connecting).await?;
             let killer = Arc::new(Killer {
                 opts: self.opts.clone(),
                 id: conn.id(),

@@ -44,16 +44,18 @@ const PIPELINE_DEPTH: usize = 256;
 pub struct PostgresDriver {
     config: tokio_postgres::Config,
     tls: Option<MakeRustlsConnect>,
+    wire: crate::driver::wire::Wire,
     cache_size: usize,
 }
 
 impl PostgresDriver {
     /// A driver for the server `url` names.
     pub fn new(url: &DatabaseUrl, options: &DriverOptions) -> Result<Self> {
-        let config::Settings { config, tls } = config::settings(url, options)?;
+        let config::Settings { config, tls, wire } = config::settings(url, options)?;
         Ok(PostgresDriver {
             config,
             tls,
+            wire,
             cache_size: options.statement_cache_size,
         })
     }
@@ -92,17 +94,21 @@ impl Driver for PostgresDriver {
                     format!("cannot connect to PostgreSQL: {}", describe(&e)),
                 )
             };
-            let (client, io) = match &self.tls {
-                Some(tls) => {
-                    let (client, connection) =
-                        self.config.connect(tls.clone()).await.map_err(connect_error)?;
-                    (client, Io::start(connection))
-                }
-                None => {
-                    let (client, connection) = self.config.connect(NoTls).await.map_err(connect_error)?;
-                    (client, Io::start(connection))
-                }
+            // TCP, TLS, startup and authentication, within connect_timeout.
+            let connecting = async {
+                Ok(match &self.tls {
+                    Some(tls) => {
+                        let (client, connection) =
+                            self.config.connect(tls.clone()).await.map_err(connect_error)?;
+                        (client, Io::start(connection))
+                    }
+                    None => {
+                        let (client, connection) = self.config.connect(NoTls).await.map_err(connect_error)?;
+                        (client, Io::start(connection))
+                    }
+                })
             };
+            let (client, io) = self.wire.bounded("PostgreSQL", connecting).await?;
             let cancel = client.cancel_token();
             Ok(AnyConnection::Postgres(Box::new(PgConnection {
                 client: Arc::new(client),
