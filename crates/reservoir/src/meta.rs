@@ -329,7 +329,7 @@ fn to_sea(value: &Value) -> sea_query::Value {
         Value::I64(v) => S::BigInt(Some(*v)),
         Value::F32(v) => S::Float(Some(*v)),
         Value::F64(v) => S::Double(Some(*v)),
-        Value::Text(v) => S::String(Some(Box::new(v.clone()))),
+        Value::Text(v) | Value::Numeric(v) => S::String(Some(Box::new(v.clone()))),
         Value::Bytes(v) => S::Bytes(Some(Box::new(v.clone()))),
         Value::Decimal(v) => S::Decimal(Some(Box::new(*v))),
         Value::Date(v) => S::ChronoDate(Some(Box::new(*v))),

@@ -31,6 +31,11 @@ pub enum Value {
     Bytes(Vec<u8>),
     /// NUMERIC, DECIMAL.
     Decimal(Decimal),
+    /// A NUMERIC that [`Decimal`] cannot hold exactly (above 7.9e28, more
+    /// than 28 digits after the point, `NaN`, `Infinity`), in its exact
+    /// text form: never rounded to fit. Reads as a `String` or an `f64`
+    /// (rounding there is the caller's choice), not as a `Decimal`.
+    Numeric(String),
     /// DATE.
     Date(NaiveDate),
     /// TIME.
@@ -60,7 +65,7 @@ impl Value {
             Value::F64(_) => "DOUBLE",
             Value::Text(_) => "TEXT",
             Value::Bytes(_) => "BYTES",
-            Value::Decimal(_) => "DECIMAL",
+            Value::Decimal(_) | Value::Numeric(_) => "DECIMAL",
             Value::Date(_) => "DATE",
             Value::Time(_) => "TIME",
             Value::Timestamp(_) => "TIMESTAMP",
@@ -178,7 +183,7 @@ macro_rules! integer {
             fn from_value(value: &Value) -> Option<Self> {
                 match value {
                     Value::$variant(i) => <$t>::try_from(*i).ok(),
-                    Value::Text(s) => s.trim().parse().ok(),
+                    Value::Text(s) | Value::Numeric(s) => s.trim().parse().ok(),
                     Value::Decimal(d) => d.to_string().parse().ok(),
                     v => v.as_i64().and_then(|i| <$t>::try_from(i).ok()),
                 }
@@ -229,7 +234,7 @@ impl FromValue for f64 {
             Value::F64(v) => Some(*v),
             Value::F32(v) => Some((*v).into()),
             Value::Decimal(d) => d.to_string().parse().ok(),
-            Value::Text(s) => s.trim().parse().ok(),
+            Value::Text(s) | Value::Numeric(s) => s.trim().parse().ok(),
             v => v.as_i64().map(|i| i as f64),
         }
     }
@@ -258,7 +263,7 @@ impl FromValue for String {
     const RUST_TYPE: &'static str = "String";
     fn from_value(value: &Value) -> Option<Self> {
         match value {
-            Value::Text(s) => Some(s.clone()),
+            Value::Text(s) | Value::Numeric(s) => Some(s.clone()),
             Value::Json(j) => Some(j.to_string()),
             Value::Uuid(u) => Some(u.to_string()),
             Value::Decimal(d) => Some(d.to_string()),
@@ -461,6 +466,7 @@ pub(crate) fn to_json(value: &Value) -> serde_json::Value {
         Value::Text(s) => J::String(s.clone()),
         Value::Bytes(b) => J::Array(b.iter().map(|x| (*x).into()).collect()),
         Value::Decimal(d) => J::String(d.to_string()),
+        Value::Numeric(s) => J::String(s.clone()),
         Value::Date(d) => J::String(d.to_string()),
         Value::Time(t) => J::String(t.to_string()),
         Value::Timestamp(t) => J::String(t.format("%Y-%m-%dT%H:%M:%S%.f").to_string()),

@@ -901,3 +901,19 @@ async fn bad_urls_are_url_errors() {
     let err = Engine::connect("sqlite:///no/such/dir/x.db").await.unwrap_err();
     assert_eq!(err.kind(), &ErrorKind::Connect, "{err}");
 }
+
+/// SQLite text that is not UTF-8 is never silently altered: read as a
+/// String it is an error naming the column; read as bytes it is the bytes.
+#[tokio::test]
+async fn sqlite_text_that_is_not_utf8_is_an_error_or_its_bytes() {
+    let engine = Engine::connect("sqlite::memory:").await.unwrap();
+    let row = engine
+        .fetch_one("SELECT CAST(x'41ff42' AS TEXT) AS t", ())
+        .await
+        .unwrap();
+    let err = row.get::<String>("t").unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Decode, "{err:?}");
+    assert!(err.to_string().contains("'t'"), "{err}");
+    assert_eq!(row.get::<Vec<u8>>("t").unwrap(), vec![0x41, 0xff, 0x42]);
+    engine.close().await;
+}

@@ -384,3 +384,69 @@ async fn backends_killed_under_pipelined_reads_are_replaced() {
     assert!(engine.stats().broken >= 1, "{:?}", engine.stats());
     admin.close().await;
 }
+
+/// NUMERIC values `Decimal` cannot hold exactly (out of range, too many
+/// digits after the point, NaN, infinities) read as their exact text, the
+/// server's own; those it can hold read as `Decimal` with their scale.
+/// None is rounded or turned into bytes. Bound back, each is the same value.
+#[tokio::test]
+async fn every_numeric_reads_exactly() {
+    use reservoir::Value;
+    let engine = Db::postgres().engine().await;
+    for literal in [
+        "1e29",
+        "-123456789012345678901234567890.5",
+        "1e-40",
+        "0.1234567890123456789012345678901",
+        "'NaN'",
+        "'Infinity'",
+        "'-Infinity'",
+        "1e1000",
+        "12.50",
+        "-0.0005",
+        "0",
+    ] {
+        let row = engine
+            .fetch_one(
+                &format!("SELECT {literal}::numeric AS n, ({literal}::numeric)::text AS t"),
+                (),
+            )
+            .await
+            .unwrap();
+        let server: String = row.get("t").unwrap();
+        let value: Value = row.get("n").unwrap();
+        let ours: String = row.get("n").unwrap();
+        match &value {
+            Value::Decimal(_) | Value::Numeric(_) => {}
+            other => panic!("{literal} read as {other:?}"),
+        }
+        // The exact text, unless it is long enough to be written with an
+        // exponent, which is then the same number.
+        if ours.contains('e') {
+            assert_eq!(ours, "1e+1000", "{literal}");
+        } else {
+            assert_eq!(ours, server, "{literal}");
+        }
+        let same: bool = engine
+            .fetch_scalar(
+                &format!("SELECT $1::numeric = {literal}::numeric"),
+                (value.clone(),),
+            )
+            .await
+            .unwrap();
+        assert!(same, "{literal} bound back as {value:?}");
+    }
+    let row = engine
+        .fetch_one("SELECT ARRAY[1e29, 2.5, NULL]::numeric[] AS a", ())
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<Value>("a").unwrap(),
+        Value::Array(vec![
+            Value::Numeric("100000000000000000000000000000".into()),
+            Value::Decimal("2.5".parse().unwrap()),
+            Value::Null,
+        ])
+    );
+    engine.close().await;
+}

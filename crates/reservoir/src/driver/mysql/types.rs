@@ -24,7 +24,7 @@ pub(super) fn to_mysql(v: &Value) -> My {
         Value::I64(x) => My::Int(*x),
         Value::F32(x) => My::Float(*x),
         Value::F64(x) => My::Double(*x),
-        Value::Text(s) => My::Bytes(s.as_bytes().to_vec()),
+        Value::Text(s) | Value::Numeric(s) => My::Bytes(s.as_bytes().to_vec()),
         Value::Bytes(b) => My::Bytes(b.clone()),
         Value::Decimal(d) => My::Bytes(d.to_string().into_bytes()),
         // As text: MySQL's binary date value is a DATETIME, which a bare

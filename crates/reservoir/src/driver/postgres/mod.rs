@@ -15,6 +15,7 @@ mod cancel;
 mod config;
 mod error;
 mod io;
+mod numeric;
 mod rows;
 mod tls;
 mod types;

@@ -58,7 +58,8 @@ fn value_type(v: &Value) -> Type {
             Some(member) => array_of(&member),
             None => Type::UNKNOWN,
         },
-        Value::Null | Value::Text(_) => Type::UNKNOWN,
+        // An out-of-range NUMERIC goes as text too: the server parses it.
+        Value::Null | Value::Text(_) | Value::Numeric(_) => Type::UNKNOWN,
     }
 }
 
@@ -165,10 +166,13 @@ impl PgRow {
         };
         let ty = self.0.columns()[i].type_();
         // What is left to fail is malformed data from the server, kept as
-        // its bytes.
-        Decoder::of(ty)
-            .read(ty, raw.0)
-            .unwrap_or_else(|_| Value::Bytes(raw.0.to_vec()))
+        // its bytes. Every reader checks its bytes first; catching a panic
+        // is the last defence (a field crate's reader may still have one).
+        let read = std::panic::catch_unwind(|| Decoder::of(ty).read(ty, raw.0));
+        match read {
+            Ok(Ok(value)) => value,
+            Ok(Err(_)) | Err(_) => Value::Bytes(raw.0.to_vec()),
+        }
     }
 }
 
@@ -256,7 +260,7 @@ impl Decoder {
             Decoder::Oid => Value::I64(<u32 as FromSql>::from_sql(ty, raw)?.into()),
             Decoder::F32 => Value::F32(FromSql::from_sql(ty, raw)?),
             Decoder::F64 => Value::F64(FromSql::from_sql(ty, raw)?),
-            Decoder::Numeric => Value::Decimal(FromSql::from_sql(ty, raw)?),
+            Decoder::Numeric => super::numeric::read(raw)?,
             Decoder::Bytes => Value::Bytes(FromSql::from_sql(ty, raw)?),
             Decoder::Date => Value::Date(FromSql::from_sql(ty, raw)?),
             Decoder::Time => Value::Time(FromSql::from_sql(ty, raw)?),
@@ -265,7 +269,7 @@ impl Decoder {
             Decoder::Uuid => Value::Uuid(FromSql::from_sql(ty, raw)?),
             Decoder::Json => Value::Json(FromSql::from_sql(ty, raw)?),
             Decoder::Array => match ty.kind() {
-                Kind::Array(member) => read_array(ty, member, raw)?,
+                Kind::Array(member) => read_array(member, raw)?,
                 _ => Value::Text(FromSql::from_sql(ty, raw)?),
             },
             Decoder::Text => Value::Text(FromSql::from_sql(ty, raw)?),
@@ -273,35 +277,51 @@ impl Decoder {
     }
 }
 
-/// Arrays of the scalar types, read element by element (NULL elements kept).
-fn read_array(ty: &Type, member: &Type, raw: &[u8]) -> std::result::Result<Value, BoxError> {
-    fn items<'a, T: tokio_postgres::types::FromSql<'a>>(
-        ty: &Type,
-        raw: &'a [u8],
-        wrap: impl Fn(T) -> Value,
-    ) -> std::result::Result<Value, BoxError> {
-        let items: Vec<Option<T>> = tokio_postgres::types::FromSql::from_sql(ty, raw)?;
-        Ok(Value::Array(
-            items.into_iter().map(|x| x.map_or(Value::Null, &wrap)).collect(),
-        ))
+/// A one-dimensional array of a scalar type, element by element (NULL
+/// elements kept). The header's element count is checked against the bytes
+/// present before anything is built, and elements are collected one by
+/// one: a header claiming 2^31 elements costs nothing.
+fn read_array(member: &Type, raw: &[u8]) -> std::result::Result<Value, BoxError> {
+    check_array_header(raw)?;
+    let array = postgres_protocol::types::array_from_sql(raw)?;
+    if fallible_iterator::FallibleIterator::count(array.dimensions())? > 1 {
+        return Err("arrays of more than one dimension are not read (cast to text)".into());
     }
-    match *member {
-        Type::BOOL => items(ty, raw, Value::Bool),
-        Type::INT2 => items(ty, raw, Value::I16),
-        Type::INT4 => items(ty, raw, Value::I32),
-        Type::INT8 => items(ty, raw, Value::I64),
-        Type::FLOAT4 => items(ty, raw, Value::F32),
-        Type::FLOAT8 => items(ty, raw, Value::F64),
-        Type::NUMERIC => items(ty, raw, Value::Decimal),
-        Type::BYTEA => items(ty, raw, Value::Bytes),
-        Type::DATE => items(ty, raw, Value::Date),
-        Type::TIME => items(ty, raw, Value::Time),
-        Type::TIMESTAMP => items(ty, raw, Value::Timestamp),
-        Type::TIMESTAMPTZ => items(ty, raw, Value::TimestampTz),
-        Type::UUID => items(ty, raw, Value::Uuid),
-        Type::JSON | Type::JSONB => items(ty, raw, Value::Json),
-        _ => items(ty, raw, Value::Text),
+    let decoder = Decoder::of(member);
+    let mut items = Vec::new();
+    let mut values = array.values();
+    while let Some(item) = fallible_iterator::FallibleIterator::next(&mut values)? {
+        items.push(match item {
+            None => Value::Null,
+            Some(bytes) => decoder.read(member, bytes)?,
+        });
     }
+    Ok(Value::Array(items))
+}
+
+/// An array header's claims against the bytes that follow it: at most six
+/// dimensions (PostgreSQL's limit), non-negative lengths, and at least the
+/// four length bytes of every element it counts.
+fn check_array_header(raw: &[u8]) -> std::result::Result<(), BoxError> {
+    let int = |at: usize| -> std::result::Result<i32, BoxError> {
+        raw.get(at..at + 4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(|| "an array header cut short".into())
+    };
+    let ndim = int(0)?;
+    if !(0..=6).contains(&ndim) {
+        return Err(format!("an array header with {ndim} dimensions").into());
+    }
+    let mut count: u64 = if ndim == 0 { 0 } else { 1 };
+    for d in 0..ndim as usize {
+        let len = int(12 + 8 * d)?;
+        count = count.saturating_mul(u64::try_from(len).map_err(|_| "a negative array length")?);
+    }
+    let body = raw.len().saturating_sub(12 + 8 * ndim as usize) as u64;
+    if count.saturating_mul(4) > body {
+        return Err(format!("an array header claiming {count} elements in {body} bytes").into());
+    }
+    Ok(())
 }
 
 /// A `Value` bound to a parameter of whatever type the server inferred:
@@ -332,7 +352,7 @@ impl ToSql for PgBind<'_> {
         if v.is_null() {
             return Ok(IsNull::Yes);
         }
-        if !is_binary(ty) {
+        if matches!(self.encode_format(ty), Format::Text) {
             // Text format (see `encode_format`): the bytes of the text form.
             let text = text_form(v).ok_or_else(|| cannot(v, ty))?;
             out.extend_from_slice(text.as_bytes());
@@ -386,7 +406,9 @@ impl ToSql for PgBind<'_> {
     }
 
     fn encode_format(&self, ty: &Type) -> Format {
-        if is_binary(ty) {
+        // A NUMERIC beyond `Decimal` has no binary form here: the server
+        // parses its exact text.
+        if is_binary(ty) && !matches!(self.0, Value::Numeric(_)) {
             Format::Binary
         } else {
             Format::Text
@@ -409,7 +431,7 @@ fn text_form(v: &Value) -> Option<String> {
         Value::I64(x) => x.to_string(),
         Value::F32(x) => x.to_string(),
         Value::F64(x) => x.to_string(),
-        Value::Text(s) => s.clone(),
+        Value::Text(s) | Value::Numeric(s) => s.clone(),
         Value::Bytes(b) => {
             let mut s = String::from("\\x");
             for byte in b {
@@ -453,4 +475,76 @@ fn array_literal(items: &[Value]) -> Option<String> {
     }
     out.push('}');
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An array's binary form: its header, then each element (`None`: NULL).
+    fn array(dims: &[(i32, i32)], member: u32, items: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&(dims.len() as i32).to_be_bytes());
+        out.extend_from_slice(&(items.iter().any(Option::is_none) as i32).to_be_bytes());
+        out.extend_from_slice(&member.to_be_bytes());
+        for (len, lower) in dims {
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&lower.to_be_bytes());
+        }
+        for item in items {
+            match item {
+                None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+                Some(b) => {
+                    out.extend_from_slice(&(b.len() as i32).to_be_bytes());
+                    out.extend_from_slice(b);
+                }
+            }
+        }
+        out
+    }
+
+    fn read_int8s(raw: &[u8]) -> std::result::Result<Value, BoxError> {
+        Decoder::of(&Type::INT8_ARRAY).read(&Type::INT8_ARRAY, raw)
+    }
+
+    #[test]
+    fn arrays_are_read_element_by_element() {
+        let seven = 7i64.to_be_bytes();
+        let raw = array(&[(2, 1)], Type::INT8.oid(), &[Some(&seven), None]);
+        assert_eq!(
+            read_int8s(&raw).unwrap(),
+            Value::Array(vec![Value::I64(7), Value::Null])
+        );
+        assert_eq!(
+            read_int8s(&array(&[], Type::INT8.oid(), &[])).unwrap(),
+            Value::Array(vec![])
+        );
+    }
+
+    /// A header claiming 2^31-1 elements once made `row.get` allocate
+    /// 34 GB and abort the process: now it is an error, at once.
+    #[test]
+    fn a_hostile_array_header_is_an_error_not_an_allocation() {
+        let seven = 7i64.to_be_bytes();
+        for raw in [
+            array(&[(i32::MAX, 1)], Type::INT8.oid(), &[Some(&seven)]),
+            array(&[(-1, 1)], Type::INT8.oid(), &[]),
+            array(&[(65_536, 1), (65_536, 1)], Type::INT8.oid(), &[Some(&seven)]),
+            array(&[(1, 1); 7], Type::INT8.oid(), &[Some(&seven)]),
+            array(&[(2, 1)], Type::INT8.oid(), &[Some(&seven), Some(&[1, 2])]),
+            array(&[(1, 1), (1, 1)], Type::INT8.oid(), &[Some(&seven)]),
+            vec![0, 0, 0, 1, 0, 0],
+        ] {
+            assert!(read_int8s(&raw).is_err(), "{raw:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_array_bytes_panic(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            for ty in [Type::INT8_ARRAY, Type::NUMERIC_ARRAY, Type::TEXT_ARRAY, Type::UUID_ARRAY] {
+                let _ = Decoder::of(&ty).read(&ty, &raw);
+            }
+        }
+    }
 }

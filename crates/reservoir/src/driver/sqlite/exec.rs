@@ -24,7 +24,7 @@ impl rusqlite::ToSql for Bind<'_> {
             Value::I64(v) => ToSqlOutput::Owned(S::Integer(*v)),
             Value::F32(v) => ToSqlOutput::Owned(S::Real((*v).into())),
             Value::F64(v) => ToSqlOutput::Owned(S::Real(*v)),
-            Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Value::Text(s) | Value::Numeric(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
             Value::Bytes(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
             Value::Decimal(d) => ToSqlOutput::Owned(S::Text(d.to_string())),
             Value::Date(d) => ToSqlOutput::Owned(S::Text(d.format("%Y-%m-%d").to_string())),

@@ -74,7 +74,12 @@ pub(super) fn read_row(row: &rusqlite::Row<'_>, columns: &Arc<[Column]>, hints: 
             (ValueRef::Integer(v), Hint::Bool) => Value::Bool(v != 0),
             (ValueRef::Integer(v), Hint::Plain) => Value::I64(v),
             (ValueRef::Real(v), _) => Value::F64(v),
-            (ValueRef::Text(t), _) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+            // Text that is not UTF-8 is kept as its bytes, never altered:
+            // read as a String it is a type error naming the column.
+            (ValueRef::Text(t), _) => match std::str::from_utf8(t) {
+                Ok(text) => Value::Text(text.to_owned()),
+                Err(_) => Value::Bytes(t.to_vec()),
+            },
             (ValueRef::Blob(b), _) => Value::Bytes(b.to_vec()),
         };
         values.push(value);
