@@ -16,6 +16,7 @@ per_dialect!(
     a_reset_on_a_silent_server_gives_up_and_frees_the_slot,
     a_commit_whose_answer_is_lost_is_in_doubt,
     a_server_that_accepts_and_stalls_fails_the_connect_in_time,
+    a_statement_the_server_never_answers_fails_at_its_deadline,
 );
 
 /// A proxy in front of `db`'s server and the URL through it; `None` where
@@ -133,4 +134,48 @@ async fn a_server_that_accepts_and_stalls_fails_the_connect_in_time(db: Db) {
         took >= Duration::from_millis(900) && took < Duration::from_secs(5),
         "the connect gave up after {took:?}"
     );
+}
+
+/// With `statement_timeout` set, a statement on a connection whose server
+/// went silent fails with `Timeout` a little after the timeout (no server
+/// is there to cancel it), its connection is given up, and the pool then
+/// serves again on a new one.
+async fn a_statement_the_server_never_answers_fails_at_its_deadline(db: Db) {
+    let Some((proxy, url)) = proxied(&db).await else {
+        return;
+    };
+    let engine = Engine::builder(url)
+        .pool_size(1)
+        .max_overflow(0)
+        .statement_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    let mut conn = engine.acquire().await.unwrap();
+    let n: i64 = conn.fetch_scalar(&db.echo(), params! {"n" => 1}).await.unwrap();
+    assert_eq!(n, 1);
+    proxy.freeze();
+    let started = Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(20),
+        conn.fetch_scalar::<i64>(&db.echo(), params! {"n" => 2}),
+    )
+    .await
+    .expect("the statement gives up on its own")
+    .unwrap_err();
+    let took = started.elapsed();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(6),
+        "gave up after {took:?}"
+    );
+    let broken = engine.stats().broken;
+    drop(conn);
+    proxy.thaw();
+    let n: i64 = engine.fetch_scalar(&db.echo(), params! {"n" => 3}).await.unwrap();
+    assert_eq!(n, 3, "the pool serves again");
+    assert!(engine.stats().broken > broken, "the silent connection was discarded");
+    tokio::time::timeout(Duration::from_secs(10), engine.close())
+        .await
+        .expect("close() returns");
 }

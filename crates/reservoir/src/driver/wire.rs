@@ -6,6 +6,10 @@
 //! about a minute, where the operating system's take hours: a failover, a
 //! NAT or load balancer that dropped the flow, or a hung server otherwise
 //! leave a connection that nobody answers.
+//!
+//! Also the client's own deadline on a statement's answer: with
+//! `statement_timeout` set the server cancels a statement itself and says
+//! so; no answer a little after that means nobody is answering.
 
 use std::time::Duration;
 
@@ -104,6 +108,41 @@ impl Wire {
             })?,
         }
     }
+}
+
+/// How long after `statement_timeout` the client stops waiting: time for
+/// the server's own cancel and its answer to arrive.
+fn grace(timeout: Duration) -> Duration {
+    (timeout / 10).max(Duration::from_secs(2))
+}
+
+/// The client-side limit on a statement's answer: `statement_timeout`
+/// plus a grace; none without a statement timeout.
+pub(crate) fn statement_deadline(statement_timeout: Option<Duration>) -> Option<Duration> {
+    statement_timeout.map(|t| t + grace(t))
+}
+
+/// Awaits `op` within `deadline`; `Err(limit)` when it passed (the caller
+/// gives the connection up: whatever it was doing never answered).
+pub(crate) async fn within<T>(
+    deadline: Option<Duration>,
+    op: impl Future<Output = Result<T>>,
+) -> std::result::Result<Result<T>, Duration> {
+    match deadline {
+        None => Ok(op.await),
+        Some(limit) => tokio::time::timeout(limit, op).await.map_err(|_| limit),
+    }
+}
+
+/// The error of a statement whose answer never came within `limit`.
+pub(crate) fn no_answer(limit: Duration) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!(
+            "no answer from the server within {limit:?} (statement_timeout and a grace): \
+             the connection is given up"
+        ),
+    )
 }
 
 fn at_least_a_second(key: &str, value: &str) -> Result<Duration> {

@@ -14,7 +14,7 @@ use mysql_async::consts::StatusFlags;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Params};
 
-use crate::driver::wire::{WIRE_KEYS, Wire};
+use crate::driver::wire::{WIRE_KEYS, Wire, no_answer, statement_deadline, within};
 
 use super::session::TxOptions;
 use super::session::{Session, TxStatus};
@@ -37,6 +37,7 @@ const ER_UNSUPPORTED_PS: u16 = 1295;
 pub struct MysqlDriver {
     opts: Opts,
     wire: Wire,
+    deadline: Option<Duration>,
 }
 
 impl MysqlDriver {
@@ -86,6 +87,7 @@ impl MysqlDriver {
         Ok(MysqlDriver {
             opts: opts.into(),
             wire,
+            deadline: statement_deadline(options.statement_timeout),
         })
     }
 }
@@ -140,6 +142,7 @@ impl Driver for MysqlDriver {
                 dirty: Arc::new(AtomicBool::new(false)),
                 broken: Arc::new(AtomicBool::new(false)),
                 killer,
+                deadline: self.deadline,
             })))
         })
     }
@@ -181,6 +184,9 @@ pub struct MysqlConnection {
     dirty: Arc<AtomicBool>,
     broken: Arc<AtomicBool>,
     killer: Arc<Killer>,
+    /// The client's limit on a statement's answer (see `wire.rs`); past it
+    /// the statement's future is dropped, which makes the connection dirty.
+    deadline: Option<Duration>,
 }
 
 fn params_of(values: &[Value]) -> Params {
@@ -294,6 +300,13 @@ impl MysqlConnection {
 
     /// [`RawConnection::execute`], as a future of its own type.
     pub(crate) async fn run_execute(&mut self, sql: &str, params: Vec<Value>) -> Result<u64> {
+        let deadline = self.deadline;
+        within(deadline, self.execute_unbounded(sql, params))
+            .await
+            .unwrap_or_else(|limit| Err(no_answer(limit)))
+    }
+
+    async fn execute_unbounded(&mut self, sql: &str, params: Vec<Value>) -> Result<u64> {
         let (op, mut conn) = self.lock().await?;
         let result = async {
             match prepare(&mut conn, sql, params.len()).await {
@@ -330,6 +343,18 @@ impl MysqlConnection {
         params: Vec<Value>,
         limit: Option<usize>,
     ) -> Result<Vec<Row>> {
+        let deadline = self.deadline;
+        within(deadline, self.query_unbounded(sql, params, limit))
+            .await
+            .unwrap_or_else(|limit| Err(no_answer(limit)))
+    }
+
+    async fn query_unbounded(
+        &mut self,
+        sql: &str,
+        params: Vec<Value>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Row>> {
         let (op, mut conn) = self.lock().await?;
         let result = async {
             let stmt = prepare(&mut conn, sql, params.len()).await?;
@@ -357,48 +382,54 @@ impl RawConnection for MysqlConnection {
 
     fn execute_many<'a>(&'a mut self, sql: &'a str, sets: Vec<Vec<Value>>) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-            let (op, mut conn) = self.lock().await?;
-            // After the queued SQL (a rollback) has run.
-            let own = self.session.status() == TxStatus::Idle;
-            let committing = AtomicBool::new(false);
-            let result = async {
-                if own {
-                    conn.query_drop("START TRANSACTION").await?;
-                }
-                let mut total = 0;
-                // Prepared once for every set (with the cache off, once per
-                // set would cost a round trip each).
-                let outcome = match conn.prep(sql).await {
-                    Err(e) => Err(e),
-                    Ok(stmt) => {
-                        let mut outcome = Ok(());
-                        for params in &sets {
-                            let done = match check_count(&stmt, params.len()) {
-                                Ok(()) => conn.exec_drop(&stmt, params_of(params)).await,
-                                Err(e) => Err(e),
-                            };
-                            if let Err(e) = done {
-                                outcome = Err(e);
-                                break;
-                            }
-                            total += conn.affected_rows();
-                        }
-                        outcome
+            let deadline = self.deadline;
+            let many = async {
+                let (op, mut conn) = self.lock().await?;
+                // After the queued SQL (a rollback) has run.
+                let own = self.session.status() == TxStatus::Idle;
+                let committing = AtomicBool::new(false);
+                let result = async {
+                    if own {
+                        conn.query_drop("START TRANSACTION").await?;
                     }
-                };
-                if own {
-                    let end = if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" };
-                    committing.store(outcome.is_ok(), SeqCst);
-                    conn.query_drop(end).await?;
+                    let mut total = 0;
+                    // Prepared once for every set (with the cache off, once per
+                    // set would cost a round trip each).
+                    let outcome = match conn.prep(sql).await {
+                        Err(e) => Err(e),
+                        Ok(stmt) => {
+                            let mut outcome = Ok(());
+                            for params in &sets {
+                                let done = match check_count(&stmt, params.len()) {
+                                    Ok(()) => conn.exec_drop(&stmt, params_of(params)).await,
+                                    Err(e) => Err(e),
+                                };
+                                if let Err(e) = done {
+                                    outcome = Err(e);
+                                    break;
+                                }
+                                total += conn.affected_rows();
+                            }
+                            outcome
+                        }
+                    };
+                    if own {
+                        let end = if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                        committing.store(outcome.is_ok(), SeqCst);
+                        conn.query_drop(end).await?;
+                    }
+                    outcome.map(|()| total)
                 }
-                outcome.map(|()| total)
-            }
-            .await;
-            match self.finish(&conn, op, result) {
-                // The COMMIT may have reached the server and been applied.
-                Err(e) if committing.load(SeqCst) && e.is_disconnect() => Err(e.into_in_doubt()),
-                other => other,
-            }
+                .await;
+                match self.finish(&conn, op, result) {
+                    // The COMMIT may have reached the server and been applied.
+                    Err(e) if committing.load(SeqCst) && e.is_disconnect() => Err(e.into_in_doubt()),
+                    other => other,
+                }
+            };
+            within(deadline, many)
+                .await
+                .unwrap_or_else(|limit| Err(no_answer(limit)))
         })
     }
 
@@ -427,9 +458,15 @@ impl RawConnection for MysqlConnection {
 
     fn simple<'a>(&'a mut self, sql: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let (op, mut conn) = self.lock().await?;
-            let result = conn.query_drop(sql).await;
-            self.finish(&conn, op, result)
+            let deadline = self.deadline;
+            let simple = async {
+                let (op, mut conn) = self.lock().await?;
+                let result = conn.query_drop(sql).await;
+                self.finish(&conn, op, result)
+            };
+            within(deadline, simple)
+                .await
+                .unwrap_or_else(|limit| Err(no_answer(limit)))
         })
     }
 

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio_postgres::types::Type;
@@ -30,6 +31,7 @@ use types::{PgBind, Prepared, Shape, bound, read_row, typed};
 
 use super::session::TxOptions;
 use super::session::{Session, TxStatus};
+use super::wire::{no_answer, within};
 use super::{AnyConnection, Driver, DriverOptions, InFlight, RawConnection, RowSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::{BoxFuture, Interrupt};
@@ -46,6 +48,8 @@ pub struct PostgresDriver {
     config: tokio_postgres::Config,
     tls: Option<MakeRustlsConnect>,
     wire: crate::driver::wire::Wire,
+    /// The client's limit on a statement's answer (see `wire.rs`).
+    deadline: Option<Duration>,
     cache_size: usize,
 }
 
@@ -57,6 +61,7 @@ impl PostgresDriver {
             config,
             tls,
             wire,
+            deadline: crate::driver::wire::statement_deadline(options.statement_timeout),
             cache_size: options.statement_cache_size,
         })
     }
@@ -116,6 +121,8 @@ impl Driver for PostgresDriver {
                 cache: StatementCache::new(self.cache_size),
                 io,
                 dirty: Arc::new(AtomicBool::new(false)),
+                deadline: self.deadline,
+                unanswered: false,
                 session: Arc::default(),
                 cancel: Arc::new(PgCancel {
                     token: cancel,
@@ -138,6 +145,11 @@ pub struct PgConnection {
     io: Arc<Io>,
     /// An operation was dropped mid-flight: cancel and resync before reuse.
     dirty: Arc<AtomicBool>,
+    deadline: Option<Duration>,
+    /// A statement got no answer within `deadline`: the connection is
+    /// given up (the pool discards it), with no cancel or settle tried on
+    /// a server that does not answer.
+    unanswered: bool,
     /// Transaction status and levels, queued SQL (see `Session`).
     session: Arc<Session>,
     cancel: Arc<PgCancel>,
@@ -309,6 +321,20 @@ impl PgConnection {
 
     /// [`RawConnection::execute`], as a future of its own type.
     pub(crate) async fn run_execute(&mut self, sql: &str, params: Vec<Value>) -> Result<u64> {
+        let deadline = self.deadline;
+        let answer = within(deadline, self.execute_unbounded(sql, params)).await;
+        self.answered(answer)
+    }
+
+    /// The statement's answer, or the connection given up when none came.
+    fn answered<T>(&mut self, answer: std::result::Result<Result<T>, Duration>) -> Result<T> {
+        answer.unwrap_or_else(|limit| {
+            self.unanswered = true;
+            Err(no_answer(limit))
+        })
+    }
+
+    async fn execute_unbounded(&mut self, sql: &str, params: Vec<Value>) -> Result<u64> {
         let mut op = InFlight::new(&self.dirty);
         let result = match self.ready(sql, &[&params]).await {
             Ok(target) => execute_one(&self.client, &target, &params).await,
@@ -321,6 +347,17 @@ impl PgConnection {
 
     /// [`RawConnection::query`], as a future of its own type.
     pub(crate) async fn run_query(
+        &mut self,
+        sql: &str,
+        params: Vec<Value>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Row>> {
+        let deadline = self.deadline;
+        let answer = within(deadline, self.query_unbounded(sql, params, limit)).await;
+        self.answered(answer)
+    }
+
+    async fn query_unbounded(
         &mut self,
         sql: &str,
         params: Vec<Value>,
@@ -372,6 +409,35 @@ fn observe<T>(session: &Session, sql: &str, result: &Result<T>) {
     }
 }
 
+impl PgConnection {
+    async fn execute_many_unbounded(&mut self, sql: &str, sets: Vec<Vec<Value>>) -> Result<u64> {
+        let mut op = InFlight::new(&self.dirty);
+        let all: Vec<&[Value]> = sets.iter().map(Vec::as_slice).collect();
+        let result = async {
+            let target = self.ready(sql, &all).await?;
+            let own = self.begin_own(true).await?;
+            let result = pipelined(&self.client, &target, &sets).await;
+            observe(&self.session, sql, &result);
+            self.end_own(own, result.is_ok()).await?;
+            result
+        }
+        .await;
+        op.finished = true;
+        result
+    }
+
+    async fn simple_unbounded(&mut self, sql: &str) -> Result<()> {
+        let mut op = InFlight::new(&self.dirty);
+        let result = match self.flush_queued().await {
+            Ok(()) => self.client.batch_execute(sql).await.map_err(map_error),
+            Err(e) => Err(e),
+        };
+        op.finished = true;
+        observe(&self.session, sql, &result);
+        result
+    }
+}
+
 impl RawConnection for PgConnection {
     fn execute<'a>(&'a mut self, sql: &'a str, params: Vec<Value>) -> BoxFuture<'a, Result<u64>> {
         Box::pin(self.run_execute(sql, params))
@@ -379,19 +445,17 @@ impl RawConnection for PgConnection {
 
     fn execute_many<'a>(&'a mut self, sql: &'a str, sets: Vec<Vec<Value>>) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-            let mut op = InFlight::new(&self.dirty);
-            let all: Vec<&[Value]> = sets.iter().map(Vec::as_slice).collect();
-            let result = async {
-                let target = self.ready(sql, &all).await?;
-                let own = self.begin_own(true).await?;
-                let result = pipelined(&self.client, &target, &sets).await;
-                observe(&self.session, sql, &result);
-                self.end_own(own, result.is_ok()).await?;
-                result
-            }
-            .await;
-            op.finished = true;
-            result
+            let deadline = self.deadline;
+            let answer = within(deadline, self.execute_many_unbounded(sql, sets)).await;
+            self.answered(answer)
+        })
+    }
+
+    fn simple<'a>(&'a mut self, sql: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let deadline = self.deadline;
+            let answer = within(deadline, self.simple_unbounded(sql)).await;
+            self.answered(answer)
         })
     }
 
@@ -477,19 +541,6 @@ impl RawConnection for PgConnection {
         })
     }
 
-    fn simple<'a>(&'a mut self, sql: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            let mut op = InFlight::new(&self.dirty);
-            let result = match self.flush_queued().await {
-                Ok(()) => self.client.batch_execute(sql).await.map_err(map_error),
-                Err(e) => Err(e),
-            };
-            op.finished = true;
-            observe(&self.session, sql, &result);
-            result
-        })
-    }
-
     fn ping(&mut self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move { self.client.simple_query("").await.map(drop).map_err(map_error) })
     }
@@ -524,7 +575,7 @@ impl RawConnection for PgConnection {
     }
 
     fn is_broken(&self) -> bool {
-        self.io.is_closed() || self.client.is_closed()
+        self.unanswered || self.io.is_closed() || self.client.is_closed()
     }
 
     fn interrupt_handle(&self) -> Option<Arc<dyn Interrupt>> {
