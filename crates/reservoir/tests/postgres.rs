@@ -450,3 +450,50 @@ async fn every_numeric_reads_exactly() {
     );
     engine.close().await;
 }
+
+/// A fake server that asks for the password in cleartext: what the client
+/// sends it, as bytes (the server then hangs up).
+async fn cleartext_asker() -> (u16, tokio::task::JoinHandle<Vec<u8>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let heard = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        // The startup message: a length, then the rest.
+        let mut len = [0u8; 4];
+        socket.read_exact(&mut len).await.unwrap();
+        let mut startup = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+        socket.read_exact(&mut startup).await.unwrap();
+        // AuthenticationCleartextPassword.
+        socket.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]).await.unwrap();
+        let mut heard = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), socket.read_to_end(&mut heard)).await;
+        heard
+    });
+    (port, heard)
+}
+
+/// `channel_binding=require` (libpq's setting) never hands the password to
+/// a server that asks for it in cleartext, as a fake one behind a TLS
+/// downgrade would; without it the password goes (which the fake server
+/// sees, so the check below can tell).
+#[tokio::test]
+async fn channel_binding_require_never_sends_the_password_in_cleartext() {
+    for (setting, sends) in [("", true), ("&channel_binding=require", false)] {
+        let (port, heard) = cleartext_asker().await;
+        let url = format!("postgres://app:n0t-f0r-fakes@127.0.0.1:{port}/test?sslmode=disable{setting}");
+        let err = Engine::builder(url).build().await.unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::Connect, "{err:?}");
+        assert!(!err.to_string().contains("n0t-f0r-fakes"), "{err}");
+        let heard = heard.await.unwrap();
+        let sent = heard.windows(13).any(|w| w == b"n0t-f0r-fakes");
+        assert_eq!(sent, sends, "{setting:?}: the client sent {heard:?}");
+        if !sends {
+            assert!(err.to_string().contains("channel binding"), "{err}");
+        }
+    }
+    for bad in ["channel_binding=always", "require_auth=scram-sha-256"] {
+        let err = Engine::builder(format!("postgres://h/db?{bad}")).build().await.unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::Url, "{bad}: {err:?}");
+    }
+}

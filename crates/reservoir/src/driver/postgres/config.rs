@@ -7,7 +7,13 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::url::DatabaseUrl;
 
 /// The URL parameters this driver understands (besides the engine's).
-const DRIVER_KEYS: &[&str] = &["sslmode", "sslrootcert", "application_name", "options"];
+const DRIVER_KEYS: &[&str] = &[
+    "sslmode",
+    "sslrootcert",
+    "channel_binding",
+    "application_name",
+    "options",
+];
 
 /// What a connection needs: tokio-postgres's settings and the TLS connector
 /// (`None` when `sslmode=disable`).
@@ -32,6 +38,30 @@ pub(super) fn settings(url: &DatabaseUrl, options: &DriverOptions) -> Result<Set
         match key.as_str() {
             "sslmode" => mode = SslMode::parse(value)?,
             "sslrootcert" => root_cert = Some(value.as_str()),
+            // libpq's: `require` refuses cleartext and MD5 password
+            // authentication, and SCRAM without channel binding (so TLS),
+            // so that no downgrade hands the password to a fake server.
+            "channel_binding" => {
+                use tokio_postgres::config::ChannelBinding;
+                config.channel_binding(match value.as_str() {
+                    "disable" => ChannelBinding::Disable,
+                    "prefer" => ChannelBinding::Prefer,
+                    "require" => ChannelBinding::Require,
+                    other => {
+                        return Err(Error::new(
+                            ErrorKind::Url,
+                            format!("channel_binding={other:?}: expected disable, prefer or require"),
+                        ));
+                    }
+                });
+            }
+            "require_auth" => {
+                return Err(Error::new(
+                    ErrorKind::Url,
+                    "require_auth is not supported: channel_binding=require refuses cleartext and MD5 \
+                     password authentication",
+                ));
+            }
             "application_name" => {
                 config.application_name(value);
             }
