@@ -40,6 +40,9 @@ pub mod driver;
 mod engine;
 pub mod error;
 mod exec;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod manager;
 pub mod meta;
 pub mod params;

@@ -493,7 +493,10 @@ async fn channel_binding_require_never_sends_the_password_in_cleartext() {
         }
     }
     for bad in ["channel_binding=always", "require_auth=scram-sha-256"] {
-        let err = Engine::builder(format!("postgres://h/db?{bad}")).build().await.unwrap_err();
+        let err = Engine::builder(format!("postgres://h/db?{bad}"))
+            .build()
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), &ErrorKind::Url, "{bad}: {err:?}");
     }
 }

@@ -174,7 +174,10 @@ async fn a_statement_the_server_never_answers_fails_at_its_deadline(db: Db) {
     proxy.thaw();
     let n: i64 = engine.fetch_scalar(&db.echo(), params! {"n" => 3}).await.unwrap();
     assert_eq!(n, 3, "the pool serves again");
-    assert!(engine.stats().broken > broken, "the silent connection was discarded");
+    assert!(
+        engine.stats().broken > broken,
+        "the silent connection was discarded"
+    );
     tokio::time::timeout(Duration::from_secs(10), engine.close())
         .await
         .expect("close() returns");

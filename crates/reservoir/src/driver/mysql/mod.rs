@@ -5,6 +5,8 @@
 mod error;
 mod rows;
 mod types;
+#[cfg(feature = "fuzzing")]
+pub(crate) use types::fuzz_read;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};

@@ -143,6 +143,15 @@ fn type_name(ty: ColumnType) -> &'static str {
     }
 }
 
+/// Reads `raw` as a text-protocol value of the column type `ty`: the fuzz
+/// targets' way in.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_read(ty: u8, raw: &[u8]) {
+    if let Ok(ty) = ColumnType::try_from(ty) {
+        let _ = from_mysql(My::Bytes(raw.to_vec()), ty, false);
+    }
+}
+
 /// A value as reservoir shows it. Integers keep their width (as on
 /// PostgreSQL); text-protocol bytes are parsed by the column's type.
 fn from_mysql(v: My, ty: ColumnType, binary: bool) -> std::result::Result<Value, String> {

@@ -20,6 +20,8 @@ mod numeric;
 mod rows;
 mod tls;
 mod types;
+#[cfg(feature = "fuzzing")]
+pub(crate) use types::fuzz_read;
 
 use cache::StatementCache;
 use cancel::PgCancel;

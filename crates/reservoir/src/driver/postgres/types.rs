@@ -277,6 +277,15 @@ impl Decoder {
     }
 }
 
+/// Reads `raw` as a value of the type `oid` names, as a row would: the
+/// fuzz targets' way in (the reader must never panic on any bytes).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_read(oid: u32, raw: &[u8]) {
+    if let Some(ty) = Type::from_oid(oid) {
+        let _ = Decoder::of(&ty).read(&ty, raw);
+    }
+}
+
 /// A one-dimensional array of a scalar type, element by element (NULL
 /// elements kept). The header's element count is checked against the bytes
 /// present before anything is built, and elements are collected one by
