@@ -115,3 +115,39 @@ async fn named_parameters_skip_backslash_escaped_strings() {
     assert_eq!(row.get::<String>("s").unwrap(), "it's :not a parameter");
     assert_eq!(row.get::<i64>("n").unwrap(), 7);
 }
+
+/// An UNSIGNED column's values above the signed range read exactly (once
+/// SMALLINT UNSIGNED 65535 read as -1).
+#[tokio::test]
+async fn unsigned_columns_read_exactly() {
+    let db = common::Db::mysql();
+    let engine = db.engine().await;
+    let t = common::fresh_table(
+        &db,
+        &engine,
+        "unsigned",
+        "s SMALLINT UNSIGNED, t TINYINT UNSIGNED, m MEDIUMINT UNSIGNED, i INT UNSIGNED",
+    )
+    .await;
+    engine
+        .execute(
+            &format!("INSERT INTO {t} VALUES (65535, 255, 16777215, 4294967295)"),
+            (),
+        )
+        .await
+        .unwrap();
+    let row = engine
+        .fetch_one(&format!("SELECT s, t, m, i FROM {t}"), ())
+        .await
+        .unwrap();
+    for (column, want) in [
+        ("s", 65_535i64),
+        ("t", 255),
+        ("m", 16_777_215),
+        ("i", 4_294_967_295),
+    ] {
+        assert_eq!(row.get::<i64>(column).unwrap(), want, "{column}");
+    }
+    engine.execute(&format!("DROP TABLE {t}"), ()).await.unwrap();
+    engine.close().await;
+}

@@ -159,8 +159,15 @@ fn from_mysql(v: My, ty: ColumnType, binary: bool) -> std::result::Result<Value,
     let text = |b: Vec<u8>| String::from_utf8(b).map_err(|e| format!("not UTF-8: {e}"));
     Ok(match (v, ty) {
         (My::NULL, _) => Value::Null,
-        (My::Int(i), MYSQL_TYPE_TINY | MYSQL_TYPE_SHORT | MYSQL_TYPE_YEAR) => Value::I16(i as i16),
-        (My::Int(i), MYSQL_TYPE_LONG | MYSQL_TYPE_INT24) => Value::I32(i as i32),
+        // Widened when the value needs it (an UNSIGNED column's top half),
+        // never cut to fit.
+        (My::Int(i), MYSQL_TYPE_TINY | MYSQL_TYPE_SHORT | MYSQL_TYPE_YEAR) => match i16::try_from(i) {
+            Ok(v) => Value::I16(v),
+            Err(_) => i32::try_from(i).map_or(Value::I64(i), Value::I32),
+        },
+        (My::Int(i), MYSQL_TYPE_LONG | MYSQL_TYPE_INT24) => {
+            i32::try_from(i).map_or(Value::I64(i), Value::I32)
+        }
         (My::Int(i), _) => Value::I64(i),
         (My::UInt(u), _) => match i64::try_from(u) {
             Ok(i) => Value::I64(i),
