@@ -143,6 +143,12 @@ impl Error {
         matches!(self.kind, ErrorKind::InDoubt)
     }
 
+    /// The statement's answer never came: the connection was lost, or the
+    /// client's deadline passed (a `Timeout` the server did not send).
+    pub(crate) fn is_lost_answer(&self) -> bool {
+        self.is_disconnect() || (self.kind == ErrorKind::Timeout && !self.from_server)
+    }
+
     /// A lost COMMIT: the same loss, as the in-doubt error it is.
     pub(crate) fn into_in_doubt(self) -> Self {
         let message = format!(

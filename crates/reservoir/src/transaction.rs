@@ -155,8 +155,9 @@ impl<'c> Transaction<'c> {
             (false, d) => session::rollback_to(d),
         };
         let result = match self.simple(&sql).await {
-            // The COMMIT may have reached the server and been applied.
-            Err(e) if commit && self.depth == 1 && e.is_disconnect() => Err(e.into_in_doubt()),
+            // The COMMIT may have reached the server and been applied: the
+            // connection was lost, or no answer came by the client's deadline.
+            Err(e) if commit && self.depth == 1 && e.is_lost_answer() => Err(e.into_in_doubt()),
             other => other,
         };
         if let Some(s) = self.link_session() {

@@ -17,6 +17,7 @@ per_dialect!(
     a_commit_whose_answer_is_lost_is_in_doubt,
     a_server_that_accepts_and_stalls_fails_the_connect_in_time,
     a_statement_the_server_never_answers_fails_at_its_deadline,
+    a_commit_with_no_answer_by_its_deadline_is_in_doubt,
 );
 
 /// A proxy in front of `db`'s server and the URL through it; `None` where
@@ -178,6 +179,35 @@ async fn a_statement_the_server_never_answers_fails_at_its_deadline(db: Db) {
         engine.stats().broken > broken,
         "the silent connection was discarded"
     );
+    tokio::time::timeout(Duration::from_secs(10), engine.close())
+        .await
+        .expect("close() returns");
+}
+
+/// A COMMIT whose answer does not come by the client's deadline (the
+/// server went silent) is in doubt, as a COMMIT on a lost connection is.
+async fn a_commit_with_no_answer_by_its_deadline_is_in_doubt(db: Db) {
+    let Some((proxy, url)) = proxied(&db).await else {
+        return;
+    };
+    let engine = Engine::builder(url)
+        .pool_size(1)
+        .statement_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    let mut tx = engine.begin().await.unwrap();
+    let n: i64 = tx.fetch_scalar(&db.echo(), params! {"n" => 1}).await.unwrap();
+    assert_eq!(n, 1);
+    proxy.freeze();
+    let err = tokio::time::timeout(Duration::from_secs(20), tx.commit())
+        .await
+        .expect("the commit gives up on its own")
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::InDoubt, "{err:?}");
+    proxy.thaw();
+    let n: i64 = engine.fetch_scalar(&db.echo(), params! {"n" => 2}).await.unwrap();
+    assert_eq!(n, 2, "the pool serves again");
     tokio::time::timeout(Duration::from_secs(10), engine.close())
         .await
         .expect("close() returns");

@@ -11,7 +11,8 @@ pub(super) fn map_error(e: mysql_async::Error) -> Error {
             let message = format!("{} (MySQL error {})", server.message, server.code);
             match server.code {
                 // ER_STATEMENT_TIMEOUT (MariaDB), ER_QUERY_TIMEOUT (MySQL).
-                1969 | 3024 => Error::new(ErrorKind::Timeout, message),
+                // The server's own word (not the client's deadline).
+                1969 | 3024 => Error::new(ErrorKind::Timeout, message).answered_by_server(),
                 // ER_QUERY_INTERRUPTED: KILL QUERY.
                 1317 => Error::new(ErrorKind::Interrupted, format!("statement cancelled: {message}")),
                 // Killed connection, server shutdown.

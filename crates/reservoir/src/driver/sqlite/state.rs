@@ -92,13 +92,15 @@ impl WorkerState {
         let expired = self.expired();
         *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = None;
         match result {
+            // SQLite's own definitive answer (not a client's lost one).
             Err(e) if expired && e.kind() == &ErrorKind::Interrupted => Err(Error::new(
                 ErrorKind::Timeout,
                 format!(
                     "statement cancelled after statement_timeout ({:?})",
                     self.timeout.unwrap_or_default()
                 ),
-            )),
+            )
+            .answered_by_server()),
             other => other,
         }
     }
