@@ -33,6 +33,31 @@ async fn proxied(db: &Db) -> Option<(Proxy, String)> {
     Some((proxy, url))
 }
 
+/// One connection through the proxy, with a 1 s `statement_timeout`.
+async fn one_connection_with_a_deadline(url: String) -> Engine {
+    Engine::builder(url)
+        .pool_size(1)
+        .max_overflow(0)
+        .statement_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap()
+}
+
+/// After the proxy forwards again: the engine serves (on a new connection)
+/// and `close()` returns.
+async fn serves_again_and_closes(db: &Db, proxy: &Proxy, engine: Engine) {
+    proxy.thaw();
+    let n: i64 = engine
+        .fetch_scalar(&db.echo(), params! {"n" => 99})
+        .await
+        .unwrap();
+    assert_eq!(n, 99, "the pool serves again");
+    tokio::time::timeout(Duration::from_secs(10), engine.close())
+        .await
+        .expect("close() returns");
+}
+
 async fn a_reset_on_a_silent_server_gives_up_and_frees_the_slot(db: Db) {
     let Some((proxy, url)) = proxied(&db).await else {
         return;
@@ -145,13 +170,7 @@ async fn a_statement_the_server_never_answers_fails_at_its_deadline(db: Db) {
     let Some((proxy, url)) = proxied(&db).await else {
         return;
     };
-    let engine = Engine::builder(url)
-        .pool_size(1)
-        .max_overflow(0)
-        .statement_timeout(Duration::from_secs(1))
-        .build()
-        .await
-        .unwrap();
+    let engine = one_connection_with_a_deadline(url).await;
     let mut conn = engine.acquire().await.unwrap();
     let n: i64 = conn.fetch_scalar(&db.echo(), params! {"n" => 1}).await.unwrap();
     assert_eq!(n, 1);
@@ -172,16 +191,11 @@ async fn a_statement_the_server_never_answers_fails_at_its_deadline(db: Db) {
     );
     let broken = engine.stats().broken;
     drop(conn);
-    proxy.thaw();
-    let n: i64 = engine.fetch_scalar(&db.echo(), params! {"n" => 3}).await.unwrap();
-    assert_eq!(n, 3, "the pool serves again");
     assert!(
         engine.stats().broken > broken,
         "the silent connection was discarded"
     );
-    tokio::time::timeout(Duration::from_secs(10), engine.close())
-        .await
-        .expect("close() returns");
+    serves_again_and_closes(&db, &proxy, engine).await;
 }
 
 /// A COMMIT whose answer does not come by the client's deadline (the
@@ -190,12 +204,7 @@ async fn a_commit_with_no_answer_by_its_deadline_is_in_doubt(db: Db) {
     let Some((proxy, url)) = proxied(&db).await else {
         return;
     };
-    let engine = Engine::builder(url)
-        .pool_size(1)
-        .statement_timeout(Duration::from_secs(1))
-        .build()
-        .await
-        .unwrap();
+    let engine = one_connection_with_a_deadline(url).await;
     let mut tx = engine.begin().await.unwrap();
     let n: i64 = tx.fetch_scalar(&db.echo(), params! {"n" => 1}).await.unwrap();
     assert_eq!(n, 1);
@@ -205,10 +214,5 @@ async fn a_commit_with_no_answer_by_its_deadline_is_in_doubt(db: Db) {
         .expect("the commit gives up on its own")
         .unwrap_err();
     assert_eq!(err.kind(), &ErrorKind::InDoubt, "{err:?}");
-    proxy.thaw();
-    let n: i64 = engine.fetch_scalar(&db.echo(), params! {"n" => 2}).await.unwrap();
-    assert_eq!(n, 2, "the pool serves again");
-    tokio::time::timeout(Duration::from_secs(10), engine.close())
-        .await
-        .expect("close() returns");
+    serves_again_and_closes(&db, &proxy, engine).await;
 }
