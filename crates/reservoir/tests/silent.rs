@@ -18,6 +18,7 @@ per_dialect!(
     a_server_that_accepts_and_stalls_fails_the_connect_in_time,
     a_statement_the_server_never_answers_fails_at_its_deadline,
     a_commit_with_no_answer_by_its_deadline_is_in_doubt,
+    close_with_interrupt_returns_though_the_server_is_silent,
 );
 
 /// A proxy in front of `db`'s server and the URL through it; `None` where
@@ -215,4 +216,43 @@ async fn a_commit_with_no_answer_by_its_deadline_is_in_doubt(db: Db) {
         .unwrap_err();
     assert_eq!(err.kind(), &ErrorKind::InDoubt, "{err:?}");
     serves_again_and_closes(&db, &proxy, engine).await;
+}
+
+/// `close_with(interrupt)` on an engine whose server went silent under a
+/// running statement (no statement_timeout, so nothing else bounds it):
+/// the interrupts go unanswered, and close returns after its patience
+/// instead of retrying for good.
+async fn close_with_interrupt_returns_though_the_server_is_silent(db: Db) {
+    let Some((proxy, url)) = proxied(&db).await else {
+        return;
+    };
+    let engine = Engine::builder(url).pool_size(1).build().await.unwrap();
+    let mut conn = engine.acquire().await.unwrap();
+    let n: i64 = conn.fetch_scalar(&db.echo(), params! {"n" => 1}).await.unwrap();
+    assert_eq!(n, 1);
+    proxy.freeze();
+    let stuck = tokio::spawn(async move {
+        let _ = conn.fetch_scalar::<i64>(&db.echo(), params! {"n" => 2}).await;
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let closed = tokio::time::timeout(
+        Duration::from_secs(40),
+        engine.close_with(reservoir::CloseOptions {
+            force: false,
+            interrupt: true,
+        }),
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(
+        closed.is_ok(),
+        "close_with(interrupt) still waiting after {took:?}"
+    );
+    assert!(
+        took >= reservoir::pool::INTERRUPT_PATIENCE && took < Duration::from_secs(30),
+        "close returned after {took:?}"
+    );
+    stuck.abort();
+    proxy.thaw();
 }

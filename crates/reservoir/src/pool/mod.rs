@@ -42,9 +42,15 @@ pub struct CloseOptions {
     pub force: bool,
     /// First interrupt the statements running on checked-out connections;
     /// when waiting, interrupt them again until they are back (a read
-    /// queued behind an interrupted one on a shared connection starts next).
+    /// queued behind an interrupted one on a shared connection starts next),
+    /// for at most [`INTERRUPT_PATIENCE`]: past it, a connection that has not
+    /// come back is one whose server no longer answers, and close returns
+    /// as `force` does (the connection is closed when it comes back).
     pub interrupt: bool,
 }
+
+/// How long `close_with(interrupt)` keeps interrupting before it returns.
+pub const INTERRUPT_PATIENCE: Duration = Duration::from_secs(10);
 
 /// A pool of connections opened by a [`Manager`]. Cheap to clone: clones
 /// share one pool.
@@ -165,18 +171,27 @@ impl<M: Manager> Pool<M> {
         // is still checked out is interrupted again until it is back, less
         // often as time goes on (a connection merely held costs a cancel
         // request each time).
+        let given_up = tokio::time::Instant::now() + INTERRUPT_PATIENCE;
         let mut pause = Duration::from_millis(100);
         while tokio::time::timeout(pause, shared.drained()).await.is_err() {
+            if tokio::time::Instant::now() >= given_up {
+                tracing::warn!(
+                    in_use = shared.status().in_use,
+                    "close: connections still checked out after {INTERRUPT_PATIENCE:?} of interrupts; \
+                     they are closed when they come back"
+                );
+                return;
+            }
             interrupt_all(&shared.interrupt_handles()).await;
             pause = (pause * 2).min(Duration::from_secs(2));
         }
     }
 }
 
+/// Interrupts every connection at once: one whose server does not answer
+/// holds up no other (each interrupt bounds its own wait).
 async fn interrupt_all(handles: &[Arc<dyn Interrupt>]) {
-    for handle in handles {
-        handle.interrupt().await;
-    }
+    futures_util::future::join_all(handles.iter().map(|h| h.interrupt())).await;
 }
 
 /// Configures and builds a [`Pool`]. Every setting defaults as in [`PoolConfig`].

@@ -164,8 +164,11 @@ impl Interrupt for Killer {
                 conn.query_drop(format!("KILL QUERY {}", self.id)).await?;
                 conn.disconnect().await
             };
-            if let Err(error) = killed.await {
-                tracing::debug!(%error, "KILL QUERY failed");
+            // A server that does not answer holds up nobody past the deadline.
+            match tokio::time::timeout(KILL_DEADLINE, killed).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::debug!(%error, "KILL QUERY failed"),
+                Err(_) => tracing::debug!("KILL QUERY unanswered within {KILL_DEADLINE:?}"),
             }
         })
     }

@@ -24,6 +24,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// How long to wait for the server (or pooler) to close the cancel connection.
 const SETTLE: Duration = Duration::from_secs(5);
 
+/// The whole cancel request (connect, TLS, the request, `SETTLE`): a server
+/// that accepts and never answers holds up nobody past it.
+const CANCEL_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Cancels the statement running on one connection.
 #[derive(Clone)]
 pub(super) struct PgCancel {
@@ -86,8 +90,10 @@ impl Interrupt for PgCancel {
     fn interrupt(&self) -> BoxFuture<'_, ()> {
         let cancel = self.clone();
         let send = async move {
-            if let Err(error) = cancel.send().await {
-                tracing::debug!(%error, "cancel request failed");
+            match tokio::time::timeout(CANCEL_DEADLINE, cancel.send()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::debug!(%error, "cancel request failed"),
+                Err(_) => tracing::debug!("cancel request unanswered within {CANCEL_DEADLINE:?}"),
             }
         };
         Box::pin(async move {
@@ -95,7 +101,12 @@ impl Interrupt for PgCancel {
                 Ok(runtime) => {
                     let _ = runtime.spawn(send).await;
                 }
-                Err(_) => send.await,
+                // No runtime, no timer: the request's own waits apply.
+                Err(_) => {
+                    if let Err(error) = self.send().await {
+                        tracing::debug!(%error, "cancel request failed");
+                    }
+                }
             }
         })
     }
