@@ -79,6 +79,7 @@ impl Engine {
         EngineBuilder {
             url: url.into_url(),
             overrides: Overrides::default(),
+            wire: Vec::new(),
         }
     }
 
@@ -495,6 +496,8 @@ struct Overrides {
 pub struct EngineBuilder {
     url: Result<DatabaseUrl>,
     overrides: Overrides,
+    /// TCP settings for the driver, as its URL keys (they override the URL's).
+    wire: Vec<(&'static str, String)>,
 }
 
 macro_rules! setter {
@@ -543,14 +546,62 @@ impl EngineBuilder {
         reset_on_return: ResetOnReturn,
     }
 
+    /// Bounds a whole connect: TCP, TLS, startup and authentication
+    /// (libpq's `connect_timeout`; default 10 s; zero: no limit but
+    /// `pool_timeout`). Like every TCP setting below, it overrides the URL's
+    /// key and is ignored on SQLite, which has no network.
+    pub fn connect_timeout(self, limit: Duration) -> Self {
+        self.wire("connect_timeout", limit.as_secs_f64().to_string())
+    }
+
+    /// TCP keepalive on server connections (default on).
+    pub fn keepalives(self, on: bool) -> Self {
+        self.wire("keepalives", if on { "1" } else { "0" }.into())
+    }
+
+    /// Idle time before the first keepalive probe (default 30 s).
+    pub fn keepalives_idle(self, idle: Duration) -> Self {
+        self.wire("keepalives_idle", idle.as_secs_f64().to_string())
+    }
+
+    /// Time between keepalive probes (default 10 s; PostgreSQL only:
+    /// mysql_async sets the idle time alone).
+    pub fn keepalives_interval(self, interval: Duration) -> Self {
+        self.wire("keepalives_interval", interval.as_secs_f64().to_string())
+    }
+
+    /// Unanswered probes before the connection is dropped (default 3;
+    /// PostgreSQL only).
+    pub fn keepalives_count(self, count: u32) -> Self {
+        self.wire("keepalives_count", count.to_string())
+    }
+
+    /// How long sent data may go unacknowledged before the connection is
+    /// dropped (default 60 s; PostgreSQL only; zero: the system's).
+    pub fn tcp_user_timeout(self, limit: Duration) -> Self {
+        self.wire("tcp_user_timeout", limit.as_millis().to_string())
+    }
+
+    fn wire(mut self, key: &'static str, value: String) -> Self {
+        self.wire.push((key, value));
+        self
+    }
+
     /// Opens the pool and one connection (or `min_size`), so that a wrong
     /// URL, password or path fails here with [`ErrorKind::Connect`], not at
     /// the first statement.
     pub async fn build(self) -> Result<Engine> {
         let url = self.url?;
         let settings = Settings::from_url(&url)?.overridden_by(self.overrides);
-        // Drivers see only their own URL keys (the engine's are in `settings`).
-        let driver = driver::for_url(&url.without_params(ENGINE_KEYS), &settings.driver)?;
+        // Drivers see only their own URL keys (the engine's are in `settings`),
+        // with the builder's TCP settings over the URL's where there is TCP.
+        let mut driver_url = url.without_params(ENGINE_KEYS);
+        if url.dialect() != Dialect::Sqlite {
+            for (key, value) in &self.wire {
+                driver_url = driver_url.with_param(key, value);
+            }
+        }
+        let driver = driver::for_url(&driver_url, &settings.driver)?;
         let pool = Pool::builder(DriverManager {
             driver: Arc::clone(&driver),
             reset_on_return: settings.reset_on_return,

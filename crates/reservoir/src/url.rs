@@ -296,6 +296,13 @@ impl DatabaseUrl {
         url.query.retain(|(k, _)| !keys.contains(&k.as_str()));
         url
     }
+    /// The same URL with query parameter `key` set to `value` alone.
+    pub(crate) fn with_param(&self, key: &str, value: &str) -> DatabaseUrl {
+        let mut url = self.clone();
+        url.query.retain(|(k, _)| k != key);
+        url.query.push((key.to_string(), value.to_string()));
+        url
+    }
     /// The last value of query parameter `key`.
     pub fn param(&self, key: &str) -> Option<&str> {
         self.query

@@ -137,6 +137,19 @@ async fn a_server_that_accepts_and_stalls_fails_the_connect_in_time(db: Db) {
     let scheme = match (db.dialect, db.route) {
         (Dialect::Postgres, Route::Direct) => "postgres://postgres",
         (Dialect::Mysql, _) => "mysql://root",
+        (Dialect::Sqlite, _) => {
+            // No network: the TCP settings are accepted and ignored.
+            let engine = db
+                .builder()
+                .connect_timeout(Duration::from_secs(1))
+                .keepalives_idle(Duration::from_secs(5))
+                .tcp_user_timeout(Duration::from_secs(5))
+                .build()
+                .await
+                .unwrap();
+            engine.close().await;
+            return;
+        }
         _ => return,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -154,6 +167,20 @@ async fn a_server_that_accepts_and_stalls_fails_the_connect_in_time(db: Db) {
         .await
         .unwrap_err();
     let took = started.elapsed();
+    // The builder's setting overrides the URL's.
+    let overridden = Instant::now();
+    let again = Engine::builder(format!("{scheme}@127.0.0.1:{port}/test?connect_timeout=30"))
+        .connect_timeout(Duration::from_secs(1))
+        .keepalives_idle(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(again.kind(), &ErrorKind::Connect, "{again:?}");
+    assert!(
+        overridden.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        overridden.elapsed()
+    );
     mute.abort();
     assert_eq!(err.kind(), &ErrorKind::Connect, "{err:?}");
     assert!(err.to_string().contains("connect_timeout"), "{err}");
