@@ -122,20 +122,20 @@ pub(crate) fn statement_deadline(statement_timeout: Option<Duration>) -> Option<
     statement_timeout.map(|t| t + grace(t))
 }
 
-/// Awaits `op` within `deadline`; `Err(limit)` when it passed (the caller
-/// gives the connection up: whatever it was doing never answered).
-pub(crate) async fn within<T>(
-    deadline: Option<Duration>,
-    op: impl Future<Output = Result<T>>,
-) -> std::result::Result<Result<T>, Duration> {
+/// Awaits `op` within `deadline`; past it, `op` is dropped and the answer
+/// is [`no_answer`]'s `Timeout` (a lost answer: `Error::is_lost_answer`),
+/// after which the caller gives the connection up.
+pub(crate) async fn within<T>(deadline: Option<Duration>, op: impl Future<Output = Result<T>>) -> Result<T> {
     match deadline {
-        None => Ok(op.await),
-        Some(limit) => tokio::time::timeout(limit, op).await.map_err(|_| limit),
+        None => op.await,
+        Some(limit) => tokio::time::timeout(limit, op)
+            .await
+            .unwrap_or_else(|_| Err(no_answer(limit))),
     }
 }
 
 /// The error of a statement whose answer never came within `limit`.
-pub(crate) fn no_answer(limit: Duration) -> Error {
+fn no_answer(limit: Duration) -> Error {
     Error::new(
         ErrorKind::Timeout,
         format!(

@@ -16,7 +16,7 @@ use mysql_async::consts::StatusFlags;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Params};
 
-use crate::driver::wire::{WIRE_KEYS, Wire, no_answer, statement_deadline, within};
+use crate::driver::wire::{WIRE_KEYS, Wire, statement_deadline, within};
 
 use super::session::TxOptions;
 use super::session::{Session, TxStatus};
@@ -305,10 +305,7 @@ impl MysqlConnection {
 
     /// [`RawConnection::execute`], as a future of its own type.
     pub(crate) async fn run_execute(&mut self, sql: &str, params: Vec<Value>) -> Result<u64> {
-        let deadline = self.deadline;
-        within(deadline, self.execute_unbounded(sql, params))
-            .await
-            .unwrap_or_else(|limit| Err(no_answer(limit)))
+        within(self.deadline, self.execute_unbounded(sql, params)).await
     }
 
     async fn execute_unbounded(&mut self, sql: &str, params: Vec<Value>) -> Result<u64> {
@@ -348,10 +345,7 @@ impl MysqlConnection {
         params: Vec<Value>,
         limit: Option<usize>,
     ) -> Result<Vec<Row>> {
-        let deadline = self.deadline;
-        within(deadline, self.query_unbounded(sql, params, limit))
-            .await
-            .unwrap_or_else(|limit| Err(no_answer(limit)))
+        within(self.deadline, self.query_unbounded(sql, params, limit)).await
     }
 
     async fn query_unbounded(
@@ -380,62 +374,60 @@ impl MysqlConnection {
     }
 }
 
+impl MysqlConnection {
+    async fn execute_many_unbounded(&mut self, sql: &str, sets: Vec<Vec<Value>>) -> Result<u64> {
+        let (op, mut conn) = self.lock().await?;
+        // After the queued SQL (a rollback) has run.
+        let own = self.session.status() == TxStatus::Idle;
+        let mut committing = false;
+        let result = async {
+            if own {
+                conn.query_drop("START TRANSACTION").await?;
+            }
+            let mut total = 0;
+            // Prepared once for every set (with the cache off, once per
+            // set would cost a round trip each).
+            let outcome = match conn.prep(sql).await {
+                Err(e) => Err(e),
+                Ok(stmt) => {
+                    let mut outcome = Ok(());
+                    for params in &sets {
+                        let done = match check_count(&stmt, params.len()) {
+                            Ok(()) => conn.exec_drop(&stmt, params_of(params)).await,
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = done {
+                            outcome = Err(e);
+                            break;
+                        }
+                        total += conn.affected_rows();
+                    }
+                    outcome
+                }
+            };
+            if own {
+                let end = if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                committing = outcome.is_ok();
+                conn.query_drop(end).await?;
+            }
+            outcome.map(|()| total)
+        }
+        .await;
+        match self.finish(&conn, op, result) {
+            // The COMMIT may have reached the server and been applied.
+            Err(e) if committing && e.is_disconnect() => Err(e.into_in_doubt()),
+            other => other,
+        }
+    }
+}
+
 impl RawConnection for MysqlConnection {
     fn execute<'a>(&'a mut self, sql: &'a str, params: Vec<Value>) -> BoxFuture<'a, Result<u64>> {
         Box::pin(self.run_execute(sql, params))
     }
 
     fn execute_many<'a>(&'a mut self, sql: &'a str, sets: Vec<Vec<Value>>) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(async move {
-            let deadline = self.deadline;
-            let many = async {
-                let (op, mut conn) = self.lock().await?;
-                // After the queued SQL (a rollback) has run.
-                let own = self.session.status() == TxStatus::Idle;
-                let committing = AtomicBool::new(false);
-                let result = async {
-                    if own {
-                        conn.query_drop("START TRANSACTION").await?;
-                    }
-                    let mut total = 0;
-                    // Prepared once for every set (with the cache off, once per
-                    // set would cost a round trip each).
-                    let outcome = match conn.prep(sql).await {
-                        Err(e) => Err(e),
-                        Ok(stmt) => {
-                            let mut outcome = Ok(());
-                            for params in &sets {
-                                let done = match check_count(&stmt, params.len()) {
-                                    Ok(()) => conn.exec_drop(&stmt, params_of(params)).await,
-                                    Err(e) => Err(e),
-                                };
-                                if let Err(e) = done {
-                                    outcome = Err(e);
-                                    break;
-                                }
-                                total += conn.affected_rows();
-                            }
-                            outcome
-                        }
-                    };
-                    if own {
-                        let end = if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" };
-                        committing.store(outcome.is_ok(), SeqCst);
-                        conn.query_drop(end).await?;
-                    }
-                    outcome.map(|()| total)
-                }
-                .await;
-                match self.finish(&conn, op, result) {
-                    // The COMMIT may have reached the server and been applied.
-                    Err(e) if committing.load(SeqCst) && e.is_disconnect() => Err(e.into_in_doubt()),
-                    other => other,
-                }
-            };
-            within(deadline, many)
-                .await
-                .unwrap_or_else(|limit| Err(no_answer(limit)))
-        })
+        Box::pin(async move { within(self.deadline, self.execute_many_unbounded(sql, sets)).await })
     }
 
     fn query<'a>(
@@ -469,9 +461,7 @@ impl RawConnection for MysqlConnection {
                 let result = conn.query_drop(sql).await;
                 self.finish(&conn, op, result)
             };
-            within(deadline, simple)
-                .await
-                .unwrap_or_else(|limit| Err(no_answer(limit)))
+            within(deadline, simple).await
         })
     }
 

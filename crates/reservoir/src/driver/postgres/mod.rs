@@ -33,7 +33,7 @@ use types::{PgBind, Prepared, Shape, bound, read_row, typed};
 
 use super::session::TxOptions;
 use super::session::{Session, TxStatus};
-use super::wire::{no_answer, within};
+use super::wire::within;
 use super::{AnyConnection, Driver, DriverOptions, InFlight, RawConnection, RowSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::{BoxFuture, Interrupt};
@@ -323,17 +323,17 @@ impl PgConnection {
 
     /// [`RawConnection::execute`], as a future of its own type.
     pub(crate) async fn run_execute(&mut self, sql: &str, params: Vec<Value>) -> Result<u64> {
-        let deadline = self.deadline;
-        let answer = within(deadline, self.execute_unbounded(sql, params)).await;
+        let answer = within(self.deadline, self.execute_unbounded(sql, params)).await;
         self.answered(answer)
     }
 
-    /// The statement's answer, or the connection given up when none came.
-    fn answered<T>(&mut self, answer: std::result::Result<Result<T>, Duration>) -> Result<T> {
-        answer.unwrap_or_else(|limit| {
+    /// The statement's answer; with none (the deadline passed), the
+    /// connection is given up.
+    fn answered<T>(&mut self, answer: Result<T>) -> Result<T> {
+        if answer.as_ref().is_err_and(Error::is_lost_answer) {
             self.unanswered = true;
-            Err(no_answer(limit))
-        })
+        }
+        answer
     }
 
     async fn execute_unbounded(&mut self, sql: &str, params: Vec<Value>) -> Result<u64> {
@@ -354,8 +354,7 @@ impl PgConnection {
         params: Vec<Value>,
         limit: Option<usize>,
     ) -> Result<Vec<Row>> {
-        let deadline = self.deadline;
-        let answer = within(deadline, self.query_unbounded(sql, params, limit)).await;
+        let answer = within(self.deadline, self.query_unbounded(sql, params, limit)).await;
         self.answered(answer)
     }
 
@@ -447,16 +446,14 @@ impl RawConnection for PgConnection {
 
     fn execute_many<'a>(&'a mut self, sql: &'a str, sets: Vec<Vec<Value>>) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-            let deadline = self.deadline;
-            let answer = within(deadline, self.execute_many_unbounded(sql, sets)).await;
+            let answer = within(self.deadline, self.execute_many_unbounded(sql, sets)).await;
             self.answered(answer)
         })
     }
 
     fn simple<'a>(&'a mut self, sql: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let deadline = self.deadline;
-            let answer = within(deadline, self.simple_unbounded(sql)).await;
+            let answer = within(self.deadline, self.simple_unbounded(sql)).await;
             self.answered(answer)
         })
     }

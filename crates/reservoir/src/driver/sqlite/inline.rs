@@ -90,8 +90,7 @@ fn read_here(
     state.arm_for(state.timeout.map_or(INLINE_BUDGET, |t| t.min(INLINE_BUDGET)));
     let read = read_rows(&mut stmt, shapes, sql, limit.unwrap_or(usize::MAX));
     drop(stmt);
-    let expired = state.expired();
-    *state.deadline.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    let expired = state.stop_clock();
     let result = match read {
         Err(e) if hand_over(&e, expired) => return None,
         Err(e) => Err(map_error(e)),

@@ -73,6 +73,13 @@ impl WorkerState {
         }
     }
 
+    /// Stops the clock; whether it had run out.
+    pub(super) fn stop_clock(&self) -> bool {
+        let expired = self.expired();
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        expired
+    }
+
     /// Starts the clock with a limit of the caller's (the inline budget).
     pub(super) fn arm_for(&self, limit: Duration) {
         *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now() + limit);
@@ -89,8 +96,7 @@ impl WorkerState {
 
     /// Stops the clock; an interrupt caused by the deadline becomes `Timeout`.
     pub(super) fn disarm<T>(&self, result: Result<T>) -> Result<T> {
-        let expired = self.expired();
-        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let expired = self.stop_clock();
         match result {
             // SQLite's own definitive answer (not a client's lost one).
             Err(e) if expired && e.kind() == &ErrorKind::Interrupted => Err(Error::new(
