@@ -1,7 +1,10 @@
 //! TLS against the local PostgreSQL, reconfigured for the test with a
 //! certificate authority it generates. Its own test binary: it changes the
-//! server's certificate (and puts the previous one back at the end).
+//! server's certificate (and puts the previous one back at the end), so it
+//! runs only when `RESERVOIR_DISRUPTIVE_TESTS=1` (`.ci/run` sets it).
 #![cfg(feature = "postgres")]
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -217,6 +220,9 @@ async fn cancel_over_tls(pki: &Pki) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_modes_against_a_server_with_a_test_authority() {
+    if !common::disruptive_allowed("turning TLS on in the local PostgreSQL") {
+        return;
+    }
     let pki = Pki::generate();
     let admin = admin().await;
     let cert = server_file(&admin, "reservoir_test_server.crt", &pki.server_cert).await;

@@ -1,7 +1,8 @@
 //! The pool survives a server restart (PostgreSQL, MariaDB) with no action
 //! by the application. Alone in its test binary: cargo runs test binaries
 //! one after another, so restarting a shared server here disturbs no other
-//! test (the two tests restart different servers).
+//! test (the two tests restart different servers). They run only when
+//! `RESERVOIR_DISRUPTIVE_TESTS=1` (`.ci/run` sets it).
 #![cfg(any(feature = "postgres", feature = "mysql"))]
 
 mod common;
@@ -63,6 +64,9 @@ fn restart_mariadb() {
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_serves_again_after_a_restart() {
+    if !common::disruptive_allowed("restarting PostgreSQL") {
+        return;
+    }
     serves_again_after_a_restart(Db::postgres(), restart_postgres).await;
     survives_a_restart_under_load(Db::postgres(), restart_postgres).await;
 }
@@ -70,6 +74,9 @@ async fn postgres_serves_again_after_a_restart() {
 #[cfg(feature = "mysql")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_serves_again_after_a_restart() {
+    if !common::disruptive_allowed("restarting MariaDB") {
+        return;
+    }
     serves_again_after_a_restart(Db::mysql(), restart_mariadb).await;
     survives_a_restart_under_load(Db::mysql(), restart_mariadb).await;
 }

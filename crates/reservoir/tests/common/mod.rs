@@ -9,6 +9,21 @@ pub mod proxy;
 
 use reservoir::{Dialect, Engine, EngineBuilder};
 
+/// The environment variable that lets tests restart the local servers or
+/// change their configuration (`.ci/run` sets it; a developer opts in).
+pub const DISRUPTIVE: &str = "RESERVOIR_DISRUPTIVE_TESTS";
+
+/// Whether a test that restarts or reconfigures a server (`what`) may run:
+/// only when [`DISRUPTIVE`] is `1`. Otherwise it says, on stderr, that it
+/// was skipped and how to run it.
+pub fn disruptive_allowed(what: &str) -> bool {
+    let allowed = std::env::var(DISRUPTIVE).is_ok_and(|v| v == "1");
+    if !allowed {
+        eprintln!("skipped: {what} (set {DISRUPTIVE}=1 to run it; it disturbs the local servers)");
+    }
+    allowed
+}
+
 /// One dialect under test: how to reach it and what its SQL looks like.
 #[derive(Clone, Copy, Debug)]
 pub struct Db {
